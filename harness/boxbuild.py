@@ -1,0 +1,349 @@
+"""Building a vagrant-libvirt box offline from Debian's packages.
+
+Stages, each cached under ``~/.cache/harness/boxes/NAME/DIGEST/`` where DIGEST hashes the
+recipe (so an unchanged recipe is a no-op, a changed one a rebuild):
+
+1. ``rootfs/``: mmdebstrap of the recipe's packages, then configured for Vagrant (the
+   ``vagrant`` user with Vagrant's insecure key, sudo, DHCP on eth0, serial console). It is kept:
+   its headers and compiler are exactly the guest's.
+2. ``box.img``: a bootable qcow2 (one partition, extlinux, kernel command line on ttyS0).
+3. the box added to Vagrant under the entry's ``vagrant_box`` name, with a stamp file.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.boxes import Box, CatalogueError
+from harness.hostexec import HostCommandError, Stopwatch, run, run_streaming
+from harness.paths import cache_dir
+
+BUILDER_VERSION = "3"
+KERNEL_CMDLINE = (
+    "root=LABEL=root rw console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0"
+)
+SECTOR = 512
+PARTITION_START = 2048 * SECTOR
+MBR_BIN = Path("/usr/lib/syslinux/mbr/mbr.bin")
+HOST_TOOLS = {
+    "mmdebstrap": "mmdebstrap",
+    "sfdisk": "fdisk",
+    "losetup": "mount",
+    "mkfs.ext4": "e2fsprogs",
+    "extlinux": "extlinux",
+    "qemu-img": "qemu-utils",
+    "vagrant": "vagrant",
+}
+
+
+class BoxBuildError(RuntimeError):
+    """The box could not be built; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class AptSource:
+    uri: str
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+    signed_by: str | None = None
+
+
+def parse_apt_sources(text: str, deb822: bool) -> list[AptSource]:
+    """Read apt sources (one-line `deb ...` or deb822 stanzas), keeping only binary ones."""
+    sources: list[AptSource] = []
+    if deb822:
+        for stanza in text.split("\n\n"):
+            fields: dict[str, str] = {}
+            for line in stanza.splitlines():
+                if line.startswith("#") or ":" not in line or line[0].isspace():
+                    continue
+                key, _, value = line.partition(":")
+                fields[key.strip().lower()] = value.strip()
+            if "deb" not in fields.get("types", "").split() or fields.get("enabled") == "no":
+                continue
+            for uri in fields.get("uris", "").split():
+                sources.append(AptSource(uri, tuple(fields.get("suites", "").split()),
+                                         tuple(fields.get("components", "main").split()),
+                                         fields.get("signed-by")))
+        return sources
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words or words[0] != "deb":
+            continue
+        words = words[1:]
+        signed_by = None
+        if words and words[0].startswith("["):
+            options: list[str] = []
+            while words:
+                options.append(words.pop(0))
+                if options[-1].endswith("]"):
+                    break
+            for option in " ".join(options).strip("[]").split():
+                if option.startswith("signed-by="):
+                    signed_by = option.split("=", 1)[1]
+        if len(words) >= 2:
+            sources.append(AptSource(words[0], (words[1],), tuple(words[2:]) or ("main",),
+                                     signed_by))
+    return sources
+
+
+def host_apt_sources(etc_apt: Path = Path("/etc/apt")) -> list[AptSource]:
+    sources: list[AptSource] = []
+    if (etc_apt / "sources.list").is_file():
+        sources += parse_apt_sources((etc_apt / "sources.list").read_text(), deb822=False)
+    for path in sorted((etc_apt / "sources.list.d").glob("*.list")):
+        sources += parse_apt_sources(path.read_text(), deb822=False)
+    for path in sorted((etc_apt / "sources.list.d").glob("*.sources")):
+        sources += parse_apt_sources(path.read_text(), deb822=True)
+    return sources
+
+
+def mirror_lines(suite: str, mirror: str | None, etc_apt: Path = Path("/etc/apt")) -> list[str]:
+    """The `deb ...` lines mmdebstrap gets: --mirror when given, else the host's own sources."""
+    if mirror:
+        return [f"deb {mirror} {suite} main"]
+    lines = []
+    for source in host_apt_sources(etc_apt):
+        suites = [s for s in source.suites if s == suite or s.startswith(suite + "-")]
+        if not suites:
+            continue
+        options = f"[signed-by={source.signed_by}] " if source.signed_by else ""
+        lines.append(f"deb {options}{source.uri} {' '.join(suites)} {' '.join(source.components)}")
+    if not lines:
+        raise BoxBuildError(
+            f"the host's apt configuration has no source for suite {suite!r}; "
+            "pass --mirror URL (a Debian archive that has it)"
+        )
+    return lines
+
+
+def vagrant_public_key() -> str:
+    candidates = sorted(glob.glob("/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub"))
+    candidates += sorted(glob.glob("/opt/vagrant/embedded/gems/*/gems/vagrant-*/keys/vagrant.pub"))
+    if not candidates:
+        raise BoxBuildError("Vagrant's insecure public key was not found: install vagrant first")
+    return Path(candidates[-1]).read_text()
+
+
+@dataclass
+class BoxBuild:
+    box: Box
+    mirror: str | None = None
+    stopwatch: Stopwatch | None = None
+
+    def __post_init__(self) -> None:
+        if not self.box.is_local or self.box.recipe is None:
+            raise CatalogueError(
+                f"box {self.box.name!r} comes from Vagrant Cloud; only local boxes are built "
+                "(Vagrant downloads cloud boxes on first use)"
+            )
+        self.recipe = self.box.recipe
+        self.digest = self.recipe.digest(BUILDER_VERSION)
+        self.dir = cache_dir() / "boxes" / self.box.name.replace("/", "_") / self.digest
+        self.rootfs = self.dir / "rootfs"
+        self.image = self.dir / "box.img"
+        self.stamp = self.dir / "added.json"
+        self.clock = self.stopwatch or Stopwatch()
+
+    # -- queries -------------------------------------------------------------------------------
+    def is_added(self) -> bool:
+        if not self.stamp.is_file():
+            return False
+        listing = run(["vagrant", "box", "list", "--machine-readable"], check=False).stdout
+        names = {
+            line.split(",")[3] for line in listing.splitlines() if ",box-name," in line
+        }
+        return self.box.vagrant_box in names
+
+    # -- the build ------------------------------------------------------------------------------
+    def build(self, force: bool = False) -> bool:
+        """Build and add the box. Returns False when it was already up to date."""
+        if not force and self.is_added():
+            self.clock.step(
+                f"box {self.box.vagrant_box} is up to date (recipe {self.digest}); nothing to do"
+            )
+            return False
+        self._preflight()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if force or not (self.rootfs / ".harness-complete").is_file():
+            self._make_rootfs()
+        else:
+            self.clock.step(f"root filesystem cached in {self.rootfs}")
+        self._make_image()
+        self._add_to_vagrant()
+        self.clock.step(f"box {self.box.vagrant_box} ready (recipe {self.digest})")
+        return True
+
+    def _preflight(self) -> None:
+        if os.geteuid() != 0:
+            raise BoxBuildError(
+                "building a box needs root (mmdebstrap, loop devices, mount): "
+                "run `sudo harness box build` or as root"
+            )
+        missing = [f"{tool} (package {pkg})" for tool, pkg in HOST_TOOLS.items()
+                   if shutil.which(tool) is None]
+        if not MBR_BIN.is_file():
+            missing.append(f"{MBR_BIN} (package syslinux-common)")
+        if missing:
+            raise BoxBuildError(
+                "missing host tools: " + ", ".join(missing)
+                + "; install them with apt-get install (or run the README's setup command)"
+            )
+
+    def _make_rootfs(self) -> None:
+        if self.rootfs.exists():
+            shutil.rmtree(self.rootfs)
+        lines = mirror_lines(self.recipe.suite, self.mirror)
+        self.clock.step(
+            f"mmdebstrap {self.recipe.suite} with {len(self.recipe.packages)} packages "
+            "from the host's apt sources" if not self.mirror else f"from {self.mirror}"
+            " (a few minutes)"
+        )
+        run_streaming(
+            ["mmdebstrap", "--variant=minbase",
+             "--include=" + ",".join(self.recipe.packages),
+             self.recipe.suite, str(self.rootfs), *lines],
+        )
+        self.clock.step("configuring the guest for Vagrant")
+        self._configure_rootfs()
+        (self.rootfs / ".harness-complete").write_text(self.digest + "\n")
+
+    def _configure_rootfs(self) -> None:
+        root = self.rootfs
+        hostname = self.recipe.hostname
+
+        def write(rel: str, text: str, mode: int = 0o644) -> None:
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(mode)
+
+        def chroot(*argv: str) -> None:
+            run(["chroot", str(root), *argv])
+
+        write("etc/hostname", hostname + "\n")
+        write("etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {hostname}\n")
+        write("etc/fstab", "LABEL=root / ext4 defaults,errors=remount-ro 0 1\n")
+        write(
+            "etc/network/interfaces",
+            "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n",
+        )
+        write("etc/ssh/sshd_config.d/harness.conf", "UseDNS no\n")
+        write("etc/sudoers.d/vagrant", "vagrant ALL=(ALL) NOPASSWD: ALL\n", 0o440)
+        chroot("useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", "vagrant")
+        run(["chroot", str(root), "chpasswd"], input_text="vagrant:vagrant\n")
+        ssh_dir = root / "home/vagrant/.ssh"
+        ssh_dir.mkdir(mode=0o700, exist_ok=True)
+        (ssh_dir / "authorized_keys").write_text(vagrant_public_key())
+        (ssh_dir / "authorized_keys").chmod(0o600)
+        chroot("chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh")
+        # Fresh host keys for this image (mmdebstrap's are made on the build host's clock).
+        for key in (root / "etc/ssh").glob("ssh_host_*"):
+            key.unlink()
+        chroot("ssh-keygen", "-A")
+        # Nothing periodic should compete with the tests for two emulated CPUs.
+        for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer",
+                     "fstrim.timer"):
+            run(["chroot", str(root), "systemctl", "disable", unit], check=False)
+        write("etc/machine-id", "")
+
+    def _kernel_files(self) -> tuple[str, str]:
+        kernels = sorted((self.rootfs / "boot").glob("vmlinuz-*"))
+        if not kernels:
+            raise BoxBuildError(f"no kernel in {self.rootfs}/boot: is a linux-image in the recipe?")
+        version = kernels[-1].name.removeprefix("vmlinuz-")
+        initrd = self.rootfs / "boot" / f"initrd.img-{version}"
+        if not initrd.is_file():
+            raise BoxBuildError(f"no initrd for {version} in the image (initramfs-tools missing?)")
+        return f"/boot/vmlinuz-{version}", f"/boot/initrd.img-{version}"
+
+    def _make_image(self) -> None:
+        kernel, initrd = self._kernel_files()
+        size = self.recipe.disk_size_gb * 1024**3
+        with tempfile.TemporaryDirectory(dir=self.dir, prefix="image.") as tmp:
+            raw = Path(tmp) / "disk.raw"
+            mnt = Path(tmp) / "mnt"
+            mnt.mkdir()
+            self.clock.step(f"making a {self.recipe.disk_size_gb} GB bootable disk ({kernel})")
+            with open(raw, "wb") as disk:
+                disk.truncate(size)
+            run(["sfdisk", "--quiet", str(raw)], input_text="label: dos\n2048,,L,*\n")
+            loop = run(["losetup", "--find", "--show", "--offset", str(PARTITION_START),
+                        "--sizelimit", str(size - PARTITION_START), str(raw)]).stdout.strip()
+            try:
+                run(["mkfs.ext4", "-q", "-L", "root", loop])
+                run(["mount", loop, str(mnt)])
+                try:
+                    self.clock.step("copying the root filesystem into the disk")
+                    run(["cp", "-a", f"{self.rootfs}/.", str(mnt)])
+                    (mnt / ".harness-complete").unlink(missing_ok=True)
+                    extlinux_dir = mnt / "boot" / "extlinux"
+                    extlinux_dir.mkdir(parents=True, exist_ok=True)
+                    (extlinux_dir / "extlinux.conf").write_text(
+                        "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 1\n"
+                        f"LABEL linux\n  KERNEL {kernel}\n  INITRD {initrd}\n"
+                        f"  APPEND {KERNEL_CMDLINE}\n"
+                    )
+                    run(["extlinux", "--install", str(extlinux_dir)])
+                finally:
+                    run(["umount", str(mnt)])
+            finally:
+                run(["losetup", "--detach", loop])
+            with open(raw, "r+b") as disk:
+                disk.write(MBR_BIN.read_bytes()[:440])
+            self.clock.step("converting to qcow2")
+            run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(self.image)])
+
+    def _add_to_vagrant(self) -> None:
+        box_file = self.dir / "harness.box"
+        self.clock.step(f"packing {box_file.name}")
+        with tempfile.TemporaryDirectory(dir=self.dir, prefix="pack.") as tmp:
+            meta = Path(tmp) / "metadata.json"
+            meta.write_text(json.dumps({"provider": "libvirt", "format": "qcow2",
+                                        "virtual_size": self.recipe.disk_size_gb}))
+            vagrantfile = Path(tmp) / "Vagrantfile"
+            vagrantfile.write_text(
+                'Vagrant.configure("2") do |config|\n'
+                f'  config.ssh.username = "{self.box.user}"\n'
+                "end\n"
+            )
+            # Uncompressed: qcow2 is already sparse and gzip would cost minutes.
+            with tarfile.open(box_file, "w") as tar:
+                tar.add(meta, "metadata.json")
+                tar.add(vagrantfile, "Vagrantfile")
+                tar.add(self.image, "box.img")
+        self.clock.step(f"vagrant box add {self.box.vagrant_box}")
+        remove_pool_volumes(self.box.vagrant_box)
+        run(["vagrant", "box", "add", "--force", "--name", self.box.vagrant_box, str(box_file)])
+        box_file.unlink()
+        self.image.unlink()
+        self.stamp.write_text(json.dumps({"vagrant_box": self.box.vagrant_box,
+                                          "digest": self.digest}))
+
+
+def remove_pool_volumes(vagrant_box: str, pool: str = "default") -> list[str]:
+    """Delete the copies vagrant-libvirt uploaded of an older box of this name.
+
+    vagrant-libvirt reuses a pool volume named after the box, so a rebuilt box would otherwise
+    boot the old image.
+    """
+    prefix = vagrant_box.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
+    try:
+        listing = run(["virsh", "-c", "qemu:///system", "vol-list", pool], check=False).stdout
+    except HostCommandError:
+        return []
+    removed = []
+    for line in listing.splitlines()[2:]:
+        words = line.split()
+        if words and words[0].startswith(prefix):
+            run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", pool, words[0]],
+                check=False)
+            removed.append(words[0])
+    return removed

@@ -1,0 +1,163 @@
+"""The box catalogue: loading and validating ``boxes.yaml``.
+
+A box entry says where a Vagrant box comes from (Vagrant Cloud, or a local recipe that
+``harness box build`` turns into a box), which user to log in as, and how the running kernel's
+headers are made present. Everything else in the harness asks this module, never the YAML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PACKAGED_CATALOGUE = Path(__file__).parent / "data" / "boxes.yaml"
+
+
+class CatalogueError(ValueError):
+    """boxes.yaml is missing, unreadable or does not follow the schema."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What goes into a locally built box."""
+
+    suite: str
+    packages: tuple[str, ...]
+    hostname: str = "harness"
+    disk_size_gb: int = 8
+
+    def digest(self, builder_version: str) -> str:
+        """A short hash that changes whenever the image would come out different."""
+        text = json.dumps(
+            {
+                "suite": self.suite,
+                "packages": sorted(self.packages),
+                "hostname": self.hostname,
+                "disk_size_gb": self.disk_size_gb,
+                "builder": builder_version,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Box:
+    name: str
+    source: str
+    vagrant_box: str
+    user: str
+    package_manager: str
+    headers_package: str
+    headers_install: str
+    description: str = ""
+    recipe: Recipe | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.source == "local"
+
+    def headers_package_for(self, release: str) -> str:
+        return self.headers_package.format(release=release)
+
+
+@dataclass
+class Catalogue:
+    path: Path
+    default: str
+    boxes: dict[str, Box] = field(default_factory=dict)
+
+    def get(self, name: str | None) -> Box:
+        name = name or self.default
+        if name in self.boxes:
+            return self.boxes[name]
+        for box in self.boxes.values():
+            if box.vagrant_box == name:
+                return box
+        known = ", ".join(sorted(self.boxes))
+        raise CatalogueError(f"{self.path}: no box named {name!r}; known boxes: {known}")
+
+
+# key -> (type, required).  The schema is data so an unknown key or a wrong type can be named.
+_BOX_KEYS: dict[str, tuple[type, bool]] = {
+    "source": (str, True),
+    "vagrant_box": (str, True),
+    "user": (str, True),
+    "package_manager": (str, True),
+    "headers_package": (str, True),
+    "headers_install": (str, True),
+    "description": (str, False),
+    "recipe": (dict, False),
+}
+_RECIPE_KEYS: dict[str, tuple[type, bool]] = {
+    "suite": (str, True),
+    "packages": (list, True),
+    "hostname": (str, False),
+    "disk_size_gb": (int, False),
+}
+_CHOICES = {"source": ("local", "cloud"), "package_manager": ("apt", "dnf")}
+
+
+def _check_keys(where: str, data: Any, schema: dict[str, tuple[type, bool]]) -> None:
+    if not isinstance(data, dict):
+        raise CatalogueError(f"{where}: expected a mapping, got {type(data).__name__}")
+    for key, value in data.items():
+        if key not in schema:
+            allowed = ", ".join(schema)
+            raise CatalogueError(f"{where}: unknown key {key!r} (allowed: {allowed})")
+        wanted = schema[key][0]
+        if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
+            raise CatalogueError(
+                f"{where}: key {key!r} must be {wanted.__name__}, got {type(value).__name__}"
+            )
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise CatalogueError(f"{where}: key {key!r} must be one of {_CHOICES[key]}")
+    missing = [key for key, (_, required) in schema.items() if required and key not in data]
+    if missing:
+        raise CatalogueError(f"{where}: missing key(s) {', '.join(missing)}")
+
+
+def parse_catalogue(data: Any, path: Path) -> Catalogue:
+    _check_keys(str(path), data, {"default": (str, True), "boxes": (dict, True)})
+    boxes: dict[str, Box] = {}
+    for name, entry in data["boxes"].items():
+        where = f"{path}: box {name!r}"
+        _check_keys(where, entry, _BOX_KEYS)
+        recipe = None
+        if "recipe" in entry:
+            _check_keys(f"{where}: recipe", entry["recipe"], _RECIPE_KEYS)
+            raw = dict(entry["recipe"])
+            if not all(isinstance(p, str) for p in raw["packages"]):
+                raise CatalogueError(f"{where}: recipe: key 'packages' must be a list of strings")
+            raw["packages"] = tuple(raw["packages"])
+            recipe = Recipe(**raw)
+        if entry["source"] == "local" and recipe is None:
+            raise CatalogueError(f"{where}: a local box needs a 'recipe'")
+        fields = {k: v for k, v in entry.items() if k != "recipe"}
+        boxes[name] = Box(name=name, recipe=recipe, **fields)
+    if data["default"] not in boxes:
+        raise CatalogueError(f"{path}: default box {data['default']!r} is not in 'boxes'")
+    return Catalogue(path=path, default=data["default"], boxes=boxes)
+
+
+def find_catalogue(project_dir: Path | None = None) -> Path:
+    """The project's own boxes.yaml when it has one, else the catalogue shipped with harness."""
+    if project_dir is not None and (project_dir / "boxes.yaml").is_file():
+        return project_dir / "boxes.yaml"
+    return PACKAGED_CATALOGUE
+
+
+def load_catalogue(path: Path | None = None, project_dir: Path | None = None) -> Catalogue:
+    path = path or find_catalogue(project_dir)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise CatalogueError(f"{path}: cannot read the box catalogue: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise CatalogueError(f"{path}: not valid YAML: {err}") from err
+    return parse_catalogue(data, path)

@@ -1,0 +1,134 @@
+"""The ``harness`` command: a thin front end over the library (same code as the fixtures)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.boxes import CatalogueError, load_catalogue
+
+
+def _catalogue(args: argparse.Namespace):
+    return load_catalogue(Path(args.boxes) if args.boxes else None, project_dir=Path.cwd())
+
+
+def cmd_box_build(args: argparse.Namespace) -> int:
+    from harness.boxbuild import BoxBuild
+
+    box = _catalogue(args).get(args.name)
+    BoxBuild(box, mirror=args.mirror).build(force=args.force)
+    return 0
+
+
+def cmd_box_list(args: argparse.Namespace) -> int:
+    catalogue = _catalogue(args)
+    for name, box in catalogue.boxes.items():
+        mark = "*" if name == catalogue.default else " "
+        print(f"{mark} {name:24} {box.source:6} {box.vagrant_box:28} {box.description}")
+    return 0
+
+
+def _vm(args: argparse.Namespace):
+    from harness.session import VMOptions, make_vm
+
+    options = VMOptions(box=args.box, driver=args.driver, memory=args.memory, cpus=args.cpus,
+                        boxes_file=Path(args.boxes) if args.boxes else None)
+    return make_vm(options, Path.cwd())
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness import doctor
+
+    box = _catalogue(args).get(args.box)
+    checks = doctor.run_checks(box, fix=args.fix)
+    print(doctor.report(checks))
+    failed = [c for c in checks if c.failed]
+    print(f"{len(failed)} problem(s)" if failed else "everything a run needs is here")
+    return 1 if failed else 0
+
+
+def cmd_vm(args: argparse.Namespace) -> int:
+    from harness.session import ready_vm
+
+    vm = _vm(args)
+    action = args.vm_command
+    if action == "up":
+        ready_vm(vm)
+        result = vm.transport().run("uname -r", timeout=30).check()
+        print(f"guest kernel: {result.stdout.strip()}")
+    elif action == "status":
+        print(vm.status())
+    elif action == "ssh":
+        result = vm.transport().run(" ".join(args.remote_command) or "uname -a", timeout=600)
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        return result.exit_status
+    elif action == "destroy":
+        vm.destroy()
+        print("VM destroyed")
+    return 0
+
+
+def _add_vm_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--box", help="catalogue entry (default: the catalogue's default)")
+    parser.add_argument("--driver", default="auto", choices=["auto", "kvm", "qemu"],
+                        help="libvirt driver; auto probes KVM and falls back to qemu (TCG)")
+    parser.add_argument("--memory", type=int, default=2048, help="MiB (default 2048)")
+    parser.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default 2)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness", description="Test Linux kernel modules in real virtual machines."
+    )
+    parser.add_argument("--boxes", help="box catalogue (default: ./boxes.yaml or the packaged one)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    box = sub.add_parser("box", help="the box catalogue and box building")
+    box_sub = box.add_subparsers(dest="box_command", required=True)
+    build = box_sub.add_parser("build", help="build a local box from Debian's packages (root)")
+    build.add_argument("name", nargs="?", help="catalogue entry (default: the default box)")
+    build.add_argument("--mirror", help="Debian archive URL (default: the host's apt sources)")
+    build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    build.set_defaults(func=cmd_box_build)
+    listing = box_sub.add_parser("list", help="list the catalogue")
+    listing.set_defaults(func=cmd_box_list)
+
+    doc = sub.add_parser("doctor", help="check everything a run needs and say how to fix it")
+    doc.add_argument("--box", help="catalogue entry to check for (default: the default box)")
+    doc.add_argument("--fix", action="store_true",
+                     help="start libvirt's daemons and create its default pool when missing")
+    doc.set_defaults(func=cmd_doctor)
+
+    vm = sub.add_parser("vm", help="the test VM: up, status, ssh, destroy")
+    vm_sub = vm.add_subparsers(dest="vm_command", required=True)
+    for name, text in (("up", "boot (or reuse) the VM and print the guest kernel"),
+                       ("status", "the VM's state"), ("ssh", "run a command in the guest"),
+                       ("destroy", "destroy the VM and its snapshots")):
+        action = vm_sub.add_parser(name, help=text)
+        _add_vm_options(action)
+        if name == "ssh":
+            action.add_argument("remote_command", nargs=argparse.REMAINDER)
+        action.set_defaults(func=cmd_vm)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CatalogueError as err:
+        print(f"harness: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as err:
+        print(f"harness: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

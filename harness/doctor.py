@@ -1,0 +1,191 @@
+"""Host checks: everything a run needs, each with how to fix it (and ``--fix`` where it can).
+
+The checks are a table of small functions. Each returns a :class:`Check` with a status
+(ok, warn, fail), what it saw, and the command that fixes a failure. The pytest plugin shows the
+same report when no VM can be had, so users see one explanation everywhere.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import accel
+from harness.boxes import Box
+from harness.hostexec import HostCommandError, run
+from harness.vm import LIBVIRT_URI
+
+APT_INSTALL = "apt-get install -y --no-install-recommends"
+POOL_PATH = "/var/lib/libvirt/images"
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # "ok" | "warn" | "fail"
+    detail: str
+    fix: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "fail"
+
+    def line(self) -> str:
+        mark = {"ok": "[ ok ]", "warn": "[warn]", "fail": "[FAIL]"}[self.status]
+        text = f"{mark} {self.name}: {self.detail}"
+        if self.fix and self.status != "ok":
+            text += f"\n       fix: {self.fix}"
+        return text
+
+
+def _virsh(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return run(["virsh", "-c", LIBVIRT_URI, *args], check=False, timeout=timeout)
+
+
+def _has_service_manager() -> bool:
+    return Path("/run/systemd/system").is_dir()
+
+
+def check_vagrant(fix: bool) -> Check:
+    if shutil.which("vagrant") is None:
+        return Check("vagrant", "fail", "not installed", f"{APT_INSTALL} vagrant")
+    version = run(["vagrant", "--version"], check=False).stdout.strip()
+    return Check("vagrant", "ok", version)
+
+
+def check_vagrant_libvirt(fix: bool) -> Check:
+    if shutil.which("vagrant") is None:
+        return Check("vagrant-libvirt", "fail", "vagrant missing", f"{APT_INSTALL} vagrant-libvirt")
+    plugins = run(["vagrant", "plugin", "list"], check=False).stdout
+    line = next((p for p in plugins.splitlines() if p.startswith("vagrant-libvirt")), None)
+    if line is None:
+        return Check("vagrant-libvirt", "fail", "plugin not installed",
+                     f"{APT_INSTALL} vagrant-libvirt")
+    return Check("vagrant-libvirt", "ok", line.strip())
+
+
+def check_qemu(fix: bool) -> Check:
+    for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("qemu-img", "qemu-utils")):
+        if shutil.which(tool) is None:
+            return Check("qemu", "fail", f"{tool} not found", f"{APT_INSTALL} {package}")
+    version = run(["qemu-system-x86_64", "--version"], check=False).stdout.splitlines()[0]
+    return Check("qemu", "ok", version)
+
+
+def start_libvirt_daemons() -> str:
+    """Start virtlogd and libvirtd: through systemd when it runs, else as daemons."""
+    if _has_service_manager():
+        run(["systemctl", "start", "virtlogd", "libvirtd"], check=False)
+        return "systemctl start virtlogd libvirtd"
+    if run(["pgrep", "-x", "virtlogd"], check=False).returncode != 0:
+        run(["virtlogd", "-d"], check=False)
+    if run(["pgrep", "-x", "libvirtd"], check=False).returncode != 0:
+        run(["libvirtd", "-d"], check=False)
+    for _ in range(50):
+        if _virsh("version", timeout=10).returncode == 0:
+            break
+        time.sleep(0.2)
+    return "virtlogd -d; libvirtd -d"
+
+
+def check_libvirtd(fix: bool) -> Check:
+    if shutil.which("virsh") is None or shutil.which("libvirtd") is None:
+        return Check("libvirtd", "fail", "libvirt is not installed",
+                     f"{APT_INSTALL} libvirt-daemon-system libvirt-clients dnsmasq-base "
+                     "iptables ebtables")
+    probe = _virsh("version", timeout=15)
+    if probe.returncode != 0 and fix:
+        how = start_libvirt_daemons()
+        probe = _virsh("version", timeout=15)
+        if probe.returncode == 0:
+            return Check("libvirtd", "ok", f"started ({how})")
+    if probe.returncode != 0:
+        how = ("systemctl start libvirtd" if _has_service_manager()
+               else "virtlogd -d && libvirtd -d")
+        return Check("libvirtd", "fail", f"not reachable at {LIBVIRT_URI}",
+                     f"harness doctor --fix (or: {how})")
+    version = next((ln for ln in probe.stdout.splitlines() if "libvirt" in ln.lower()), "")
+    return Check("libvirtd", "ok", f"reachable at {LIBVIRT_URI} ({version.strip()})")
+
+
+def check_network(fix: bool) -> Check:
+    if shutil.which("dnsmasq") is None:
+        return Check("network", "fail", "dnsmasq is missing (needed for the VM's DHCP)",
+                     f"{APT_INSTALL} dnsmasq-base")
+    info = _virsh("net-info", "default")
+    if info.returncode != 0:
+        return Check("network", "warn", "libvirt has no 'default' network; vagrant-libvirt "
+                     "creates its own management network, so this is fine")
+    if "Active:         yes" not in info.stdout and fix:
+        _virsh("net-start", "default")
+        _virsh("net-autostart", "default")
+        info = _virsh("net-info", "default")
+    if "Active:         yes" not in info.stdout:
+        return Check("network", "warn", "libvirt's 'default' network is inactive "
+                     "(vagrant-libvirt uses its own management network)",
+                     "virsh net-start default")
+    return Check("network", "ok", "libvirt network 'default' active; dnsmasq present")
+
+
+def check_pool(fix: bool) -> Check:
+    info = _virsh("pool-info", "default")
+    if info.returncode != 0 and fix:
+        Path(POOL_PATH).mkdir(parents=True, exist_ok=True)
+        _virsh("pool-define-as", "default", "dir", "--target", POOL_PATH)
+        _virsh("pool-autostart", "default")
+        info = _virsh("pool-info", "default")
+    if info.returncode != 0:
+        return Check("storage pool", "fail", "libvirt has no 'default' storage pool",
+                     f"harness doctor --fix (or: virsh pool-define-as default dir --target "
+                     f"{POOL_PATH} && virsh pool-start default)")
+    if "running" not in info.stdout and fix:
+        _virsh("pool-start", "default")
+        info = _virsh("pool-info", "default")
+    if "running" not in info.stdout:
+        return Check("storage pool", "fail", "the 'default' pool is not running",
+                     "virsh pool-start default")
+    return Check("storage pool", "ok", f"'default' running ({POOL_PATH})")
+
+
+def make_box_check(box: Box) -> Callable[[bool], Check]:
+    def check_box(fix: bool) -> Check:
+        listing = run(["vagrant", "box", "list"], check=False).stdout
+        names = {line.split()[0] for line in listing.splitlines() if line.strip()}
+        if box.vagrant_box in names:
+            return Check("box", "ok", f"{box.vagrant_box} is in Vagrant ({box.name})")
+        fix_cmd = (f"harness box build {box.name}" if box.is_local
+                   else f"vagrant box add {box.vagrant_box} --provider libvirt")
+        return Check("box", "fail", f"{box.vagrant_box} is not in Vagrant", fix_cmd)
+    return check_box
+
+
+def check_accel(fix: bool) -> Check:
+    result = accel.probe()
+    if result.kvm_works:
+        return Check("accelerator", "ok", f"KVM works ({result.detail}); driver kvm")
+    return Check("accelerator", "warn",
+                 f"KVM unusable ({result.detail}); driver qemu. {accel.TCG_WARNING}")
+
+
+def run_checks(box: Box, fix: bool = False, with_accel: bool = True) -> list[Check]:
+    table: list[Callable[[bool], Check]] = [
+        check_vagrant, check_vagrant_libvirt, check_qemu, check_libvirtd, check_network,
+        check_pool, make_box_check(box),
+    ]
+    if with_accel:
+        table.append(check_accel)
+    results = []
+    for check in table:
+        try:
+            results.append(check(fix))
+        except HostCommandError as err:
+            results.append(Check(check.__name__.removeprefix("check_"), "fail", str(err)))
+    return results
+
+
+def report(checks: list[Check]) -> str:
+    return "\n".join(check.line() for check in checks)

@@ -1,0 +1,328 @@
+"""Places to run commands: one small interface, SSH (paramiko) for the guest, local for tests.
+
+Everything above this module speaks only to :class:`Transport`: ``run`` a command (an argv
+list is quoted, never interpolated into a shell) with a timeout, and move files with SFTP-like
+calls. A lost connection raises :class:`TransportError`, which callers read as "the guest may
+have died" and check the serial console.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import socket
+import stat
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+Command = str | Sequence[str]
+
+
+class TransportError(RuntimeError):
+    """The transport itself failed: connection refused, lost or timed out."""
+
+
+class CommandTimeout(TransportError):
+    """A command did not finish in time (the guest may be hung)."""
+
+    def __init__(self, command: str, timeout: float, stdout: str, stderr: str):
+        self.command, self.timeout, self.stdout, self.stderr = command, timeout, stdout, stderr
+        super().__init__(f"`{command}` did not finish within {timeout:g} s")
+
+
+@dataclass
+class CommandResult:
+    command: str
+    exit_status: int
+    stdout: str
+    stderr: str
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+    def check(self) -> CommandResult:
+        if not self.ok:
+            raise CommandFailed(self)
+        return self
+
+
+class CommandFailed(RuntimeError):
+    def __init__(self, result: CommandResult):
+        self.result = result
+        detail = (result.stderr or result.stdout).strip()
+        super().__init__(f"`{result.command}` exited {result.exit_status}: {detail}")
+
+
+@dataclass(frozen=True)
+class RemoteStat:
+    size: int
+    mtime: int
+    mode: int
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+
+def to_shell(command: Command, sudo: bool = False) -> str:
+    text = command if isinstance(command, str) else shlex.join(list(command))
+    if sudo:
+        text = "sudo -n sh -c " + shlex.quote(text)
+    return text
+
+
+class Transport(ABC):
+    """A place to run commands and keep files."""
+
+    @abstractmethod
+    def run(self, command: Command, *, timeout: float = 60.0, sudo: bool = False,
+            stdin: str | None = None) -> CommandResult: ...
+
+    @abstractmethod
+    def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None: ...
+
+    @abstractmethod
+    def get_bytes(self, path: str) -> bytes: ...
+
+    @abstractmethod
+    def stat(self, path: str) -> RemoteStat | None: ...
+
+    @abstractmethod
+    def listdir(self, path: str) -> list[str]: ...
+
+    @abstractmethod
+    def mkdir(self, path: str) -> None: ...
+
+    @abstractmethod
+    def remove(self, path: str) -> None: ...
+
+    @abstractmethod
+    def rmdir(self, path: str) -> None: ...
+
+    def close(self) -> None:
+        """Release the connection (reconnecting is allowed afterwards)."""
+
+    def makedirs(self, path: str) -> None:
+        parts = [p for p in path.split("/") if p]
+        current = "" if path.startswith("/") else "."
+        for part in parts:
+            current = f"{current}/{part}"
+            if self.stat(current) is None:
+                self.mkdir(current)
+
+
+@dataclass
+class SSHTarget:
+    host: str
+    port: int
+    user: str
+    key_file: str
+
+
+@dataclass
+class SSHTransport(Transport):
+    """The guest over SSH, with paramiko. Reconnects lazily after a snapshot revert."""
+
+    target: SSHTarget
+    connect_timeout: float = 20.0
+    _client: paramiko.SSHClient | None = field(default=None, init=False, repr=False)
+    _sftp: paramiko.SFTPClient | None = field(default=None, init=False, repr=False)
+
+    def client(self) -> paramiko.SSHClient:
+        if self._client is not None:
+            transport = self._client.get_transport()
+            if transport is not None and transport.is_active():
+                return self._client
+            self.close()
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        try:
+            client.connect(
+                self.target.host, port=self.target.port, username=self.target.user,
+                key_filename=self.target.key_file, timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
+                allow_agent=False, look_for_keys=False,
+            )
+        except (OSError, paramiko.SSHException) as err:
+            raise TransportError(
+                f"cannot reach the guest at {self.target.host}:{self.target.port}: {err}"
+            ) from err
+        client.get_transport().set_keepalive(5)  # type: ignore[union-attr]
+        self._client = client
+        return client
+
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None or self._sftp.get_channel().closed:  # type: ignore[union-attr]
+            try:
+                self._sftp = self.client().open_sftp()
+            except (OSError, paramiko.SSHException) as err:
+                raise TransportError(f"SFTP to the guest failed: {err}") from err
+        return self._sftp
+
+    def close(self) -> None:
+        for thing in (self._sftp, self._client):
+            if thing is not None:
+                try:
+                    thing.close()
+                except Exception:  # noqa: BLE001 - closing a dead connection may raise anything
+                    pass
+        self._sftp = self._client = None
+
+    def run(self, command: Command, *, timeout: float = 60.0, sudo: bool = False,
+            stdin: str | None = None) -> CommandResult:
+        text = to_shell(command, sudo)
+        started = time.monotonic()
+        try:
+            channel = self.client().get_transport().open_session()  # type: ignore[union-attr]
+            channel.settimeout(1.0)
+            channel.exec_command(text)
+            if stdin is not None:
+                channel.sendall(stdin.encode())
+            channel.shutdown_write()
+        except (OSError, paramiko.SSHException, EOFError) as err:
+            self.close()
+            raise TransportError(f"lost the connection to the guest running `{text}`: {err}") \
+                from err
+        out, err_buf = io.BytesIO(), io.BytesIO()
+        deadline = started + timeout
+        try:
+            while True:
+                progressed = False
+                while channel.recv_ready():
+                    out.write(channel.recv(65536))
+                    progressed = True
+                while channel.recv_stderr_ready():
+                    err_buf.write(channel.recv_stderr(65536))
+                    progressed = True
+                if channel.exit_status_ready() and not channel.recv_ready() \
+                        and not channel.recv_stderr_ready():
+                    break
+                if time.monotonic() > deadline:
+                    channel.close()
+                    raise CommandTimeout(text, timeout, _text(out), _text(err_buf))
+                if not self._client or not self._client.get_transport().is_active():  # type: ignore[union-attr]
+                    raise TransportError(f"the connection to the guest died during `{text}`")
+                if not progressed:
+                    time.sleep(0.02)
+            status = channel.recv_exit_status()
+        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as err:
+            self.close()
+            raise TransportError(f"lost the connection to the guest during `{text}`: {err}") \
+                from err
+        finally:
+            channel.close()
+        return CommandResult(text, status, _text(out), _text(err_buf),
+                             round(time.monotonic() - started, 3))
+
+    def _sftp_call(self, what: str, func, *args):
+        try:
+            return func(*args)
+        except (OSError, paramiko.SSHException, EOFError) as err:
+            if isinstance(err, FileNotFoundError):
+                raise
+            if isinstance(err, OSError) and err.errno is not None:
+                raise
+            self.close()
+            raise TransportError(f"SFTP {what} failed: {err}") from err
+
+    def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
+        def put() -> None:
+            with self.sftp().open(path, "wb") as handle:
+                handle.set_pipelined(True)
+                handle.write(data)
+            self.sftp().chmod(path, mode)
+        self._sftp_call(f"write {path}", put)
+
+    def get_bytes(self, path: str) -> bytes:
+        def get() -> bytes:
+            with self.sftp().open(path, "rb") as handle:
+                handle.prefetch()
+                return handle.read()
+        return self._sftp_call(f"read {path}", get)
+
+    def stat(self, path: str) -> RemoteStat | None:
+        try:
+            attrs = self._sftp_call(f"stat {path}", self.sftp().stat, path)
+        except FileNotFoundError:
+            return None
+        return RemoteStat(attrs.st_size or 0, attrs.st_mtime or 0, attrs.st_mode or 0)
+
+    def listdir(self, path: str) -> list[str]:
+        return self._sftp_call(f"list {path}", self.sftp().listdir, path)
+
+    def mkdir(self, path: str) -> None:
+        self._sftp_call(f"mkdir {path}", self.sftp().mkdir, path)
+
+    def remove(self, path: str) -> None:
+        self._sftp_call(f"remove {path}", self.sftp().remove, path)
+
+    def rmdir(self, path: str) -> None:
+        self._sftp_call(f"rmdir {path}", self.sftp().rmdir, path)
+
+
+def _text(buf: io.BytesIO) -> str:
+    return buf.getvalue().decode("utf-8", errors="replace")
+
+
+@dataclass
+class LocalTransport(Transport):
+    """Runs on this machine under ``root`` (a folder standing in for the guest's /).
+
+    For unit tests of everything above the transport; ``sudo`` is ignored.
+    """
+
+    root: Path
+    commands: list[str] = field(default_factory=list)
+
+    def _path(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    def run(self, command: Command, *, timeout: float = 60.0, sudo: bool = False,
+            stdin: str | None = None) -> CommandResult:
+        text = to_shell(command)
+        self.commands.append(text)
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(["sh", "-c", text], cwd=self.root, input=stdin, text=True,
+                                  capture_output=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as err:
+            raise CommandTimeout(text, timeout, str(err.stdout or ""), str(err.stderr or "")) \
+                from err
+        return CommandResult(text, proc.returncode, proc.stdout, proc.stderr,
+                             round(time.monotonic() - started, 3))
+
+    def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
+        target = self._path(path)
+        target.write_bytes(data)
+        os.chmod(target, mode)
+
+    def get_bytes(self, path: str) -> bytes:
+        return self._path(path).read_bytes()
+
+    def stat(self, path: str) -> RemoteStat | None:
+        try:
+            st = self._path(path).stat()
+        except FileNotFoundError:
+            return None
+        return RemoteStat(st.st_size, int(st.st_mtime), st.st_mode)
+
+    def listdir(self, path: str) -> list[str]:
+        return os.listdir(self._path(path))
+
+    def mkdir(self, path: str) -> None:
+        self._path(path).mkdir()
+
+    def remove(self, path: str) -> None:
+        self._path(path).unlink()
+
+    def rmdir(self, path: str) -> None:
+        self._path(path).rmdir()

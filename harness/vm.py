@@ -1,0 +1,286 @@
+"""VM lifecycle on python-vagrant: up, connect, snapshot, restore, halt, destroy.
+
+The VM is described by :class:`VMSettings` (box, libvirt driver, memory, cpus) and lives in a
+project's state folder (``.harness/``): the Vagrant folder, the serial console file the harness
+owns, and archived serial logs. The libvirt domain name is unique per checkout. Snapshots go
+through ``virsh`` directly (internal qcow2 snapshots with memory: seconds, not a reboot).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import vagrant
+
+from harness.boxes import Box
+from harness.hostexec import HostCommandError, run
+from harness.paths import state_dir
+from harness.transport import SSHTarget, SSHTransport, TransportError
+
+PACKAGED_VAGRANTFILE = Path(__file__).parent / "data" / "Vagrantfile"
+LIBVIRT_URI = "qemu:///system"
+CLEAN_SNAPSHOT = "harness-clean"
+
+
+class VMError(RuntimeError):
+    """The VM could not be brought up, reached or restored; the message says what to do."""
+
+
+@dataclass
+class VMSettings:
+    box: Box
+    driver: str = "qemu"  # libvirt driver: kvm or qemu (TCG)
+    memory: int = 2048
+    cpus: int = 2
+    boot_timeout: int = 600
+
+
+def domain_prefix(project_dir: Path) -> str:
+    digest = hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:10]
+    return f"harness-{digest}-"
+
+
+@dataclass
+class VM:
+    """One Vagrant machine for a project folder."""
+
+    settings: VMSettings
+    project_dir: Path
+    log: object = field(default=None, repr=False)  # a text stream for progress lines
+    _transport: SSHTransport | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.project_dir = self.project_dir.resolve()
+        self.state = state_dir(self.project_dir)
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.serial_log = self.state / "serial.log"
+        self.vagrant_log = self.state / "vagrant.log"
+        self.vagrant_dir = self._vagrant_dir()
+        self.log = self.log or sys.stderr
+
+    # -- Vagrant plumbing -------------------------------------------------------------------------
+    def _vagrant_dir(self) -> Path:
+        """The project's own Vagrantfile when it has one, else a copy of the packaged one."""
+        if (self.project_dir / "Vagrantfile").is_file():
+            return self.project_dir
+        vm_dir = self.state / "vagrant"
+        vm_dir.mkdir(parents=True, exist_ok=True)
+        target = vm_dir / "Vagrantfile"
+        if not target.is_file() or target.read_bytes() != PACKAGED_VAGRANTFILE.read_bytes():
+            shutil.copyfile(PACKAGED_VAGRANTFILE, target)
+        return vm_dir
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            **os.environ,
+            "VAGRANT_DEFAULT_PROVIDER": "libvirt",
+            "HARNESS_PROJECT_DIR": str(self.project_dir),
+            "HARNESS_BOX": s.box.vagrant_box,
+            "HARNESS_DRIVER": s.driver,
+            "HARNESS_MEMORY": str(s.memory),
+            "HARNESS_CPUS": str(s.cpus),
+            "HARNESS_BOOT_TIMEOUT": str(s.boot_timeout),
+            "HARNESS_SERIAL_LOG": str(self.serial_log),
+            "HARNESS_DOMAIN_PREFIX": domain_prefix(self.project_dir),
+        }
+
+    def vagrant(self) -> vagrant.Vagrant:
+        return vagrant.Vagrant(
+            root=str(self.vagrant_dir), env=self.env(),
+            out_cm=vagrant.make_file_cm(str(self.vagrant_log)),
+            err_cm=vagrant.make_file_cm(str(self.vagrant_log)),
+        )
+
+    def say(self, text: str) -> None:
+        print(f"harness: {text}", file=self.log, flush=True)
+
+    def _vagrant_failed(self, what: str) -> VMError:
+        tail = ""
+        if self.vagrant_log.is_file():
+            tail = "\n".join(self.vagrant_log.read_text(errors="replace").splitlines()[-15:])
+        return VMError(
+            f"`vagrant {what}` failed (full log: {self.vagrant_log}); run `harness doctor` to "
+            f"check the host. Last lines:\n{tail}"
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def status(self) -> str:
+        try:
+            states = self.vagrant().status()
+        except subprocess.CalledProcessError as err:
+            raise self._vagrant_failed("status") from err
+        return states[0].state if states else "unknown"
+
+    def is_running(self) -> bool:
+        return self.status() == "running"
+
+    def up(self) -> None:
+        """Boot the VM (creating it on first use). Progress goes to the log stream."""
+        started = time.monotonic()
+        self.say(f"starting VM {self.settings.box.vagrant_box} (driver {self.settings.driver}, "
+                 f"{self.settings.memory} MiB, {self.settings.cpus} CPUs); "
+                 f"console log {self.serial_log}")
+        v = vagrant.Vagrant(root=str(self.vagrant_dir), env=self.env(),
+                            err_cm=vagrant.make_file_cm(str(self.vagrant_log)))
+        try:
+            with open(self.vagrant_log, "a") as log:
+                for line in v.up(provider="libvirt", stream_output=True):
+                    log.write(line)
+                    log.flush()
+                    if line.strip():
+                        print("  " + line.rstrip(), file=self.log, flush=True)
+        except subprocess.CalledProcessError as err:
+            raise self._vagrant_failed("up") from err
+        self.say(f"VM up in {time.monotonic() - started:.0f} s")
+
+    def halt(self) -> None:
+        self.close()
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.vagrant().halt(force=True)
+
+    def destroy(self) -> None:
+        self.close()
+        domain = self.domain_id()
+        if domain:
+            self.delete_snapshots(domain)
+        try:
+            self.vagrant().destroy()
+        except subprocess.CalledProcessError as err:
+            raise self._vagrant_failed("destroy") from err
+
+    # -- SSH ------------------------------------------------------------------------------------
+    def ssh_target(self) -> SSHTarget:
+        try:
+            conf = self.vagrant().conf()
+        except subprocess.CalledProcessError as err:
+            raise self._vagrant_failed("ssh-config") from err
+        key = conf.get("IdentityFile", "").strip('"')
+        return SSHTarget(conf["HostName"], int(conf.get("Port", 22)),
+                         conf.get("User", self.settings.box.user), key)
+
+    def transport(self) -> SSHTransport:
+        if self._transport is None:
+            self._transport = SSHTransport(self.ssh_target())
+        return self._transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def wait_for_ssh(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                self.transport().run("true", timeout=20).check()
+                return
+            except (TransportError, RuntimeError) as err:
+                last = err
+                self.close()
+                time.sleep(2)
+        raise VMError(f"the guest did not answer over SSH within {timeout:.0f} s: {last}")
+
+    # -- libvirt domain and snapshots -------------------------------------------------------------
+    def domain_id(self) -> str | None:
+        """The libvirt domain's UUID, as vagrant-libvirt recorded it."""
+        id_file = self.vagrant_dir / ".vagrant" / "machines" / "default" / "libvirt" / "id"
+        return id_file.read_text().strip() if id_file.is_file() else None
+
+    def _virsh(self, *args: str, timeout: float = 120.0) -> str:
+        return run(["virsh", "-c", LIBVIRT_URI, *args], timeout=timeout).stdout
+
+    def _require_domain(self) -> str:
+        domain = self.domain_id()
+        if not domain:
+            raise VMError("the VM has not been created yet (no libvirt domain); bring it up first")
+        return domain
+
+    def has_snapshot(self, name: str = CLEAN_SNAPSHOT) -> bool:
+        domain = self.domain_id()
+        if not domain:
+            return False
+        try:
+            names = self._virsh("snapshot-list", domain, "--name").split()
+        except HostCommandError:
+            return False
+        return name in names
+
+    def save_snapshot(self, name: str = CLEAN_SNAPSHOT) -> None:
+        domain = self._require_domain()
+        if self.has_snapshot(name):
+            self._virsh("snapshot-delete", domain, name)
+        self._virsh("snapshot-create-as", domain, name, "--description",
+                    "clean booted state, taken by harness")
+
+    def restore_snapshot(self, name: str = CLEAN_SNAPSHOT, archive_as: str | None = None) -> float:
+        """Revert to the snapshot; the serial log so far is archived first (libvirt truncates it).
+
+        Returns the seconds it took.
+        """
+        started = time.monotonic()
+        domain = self._require_domain()
+        self.close()
+        self.archive_serial_log(archive_as)
+        try:
+            self._virsh("snapshot-revert", domain, name, "--running", "--force")
+        except HostCommandError as err:
+            raise VMError(f"reverting to snapshot {name!r} failed: {err}") from err
+        self.wait_for_ssh(timeout=90)
+        return time.monotonic() - started
+
+    def delete_snapshots(self, domain: str) -> None:
+        with contextlib.suppress(HostCommandError):
+            for name in self._virsh("snapshot-list", domain, "--name").split():
+                self._virsh("snapshot-delete", domain, name)
+
+    def reboot(self) -> float:
+        """Hard reset through libvirt, then wait for SSH: the fallback when a revert fails."""
+        started = time.monotonic()
+        domain = self._require_domain()
+        self.close()
+        try:
+            self._virsh("reset", domain)
+        except HostCommandError:
+            self._virsh("destroy", domain)
+            self._virsh("start", domain)
+        self.wait_for_ssh(timeout=300)
+        return time.monotonic() - started
+
+    # -- serial console -------------------------------------------------------------------------
+    def read_serial_log(self) -> str:
+        try:
+            return self.serial_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def archive_serial_log(self, name: str | None) -> Path | None:
+        """Copy the serial log aside under ``.harness/serial/NAME.log`` (when it has content)."""
+        text = self.read_serial_log()
+        if not name or not text:
+            return None
+        archive = self.state / "serial" / f"{_safe_name(name)}.log"
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        archive.write_text(text)
+        return archive
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:150]
+
+
+@contextlib.contextmanager
+def running_vm(vm: VM, reuse: bool = True) -> Iterator[VM]:
+    if not (reuse and vm.is_running()):
+        vm.up()
+    vm.wait_for_ssh()
+    yield vm
