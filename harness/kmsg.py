@@ -1,0 +1,166 @@
+"""Kernel log capture from ``/dev/kmsg``, by sequence number, without clearing anything.
+
+A record is ``prio,seq,usec,flags[,...];text`` followed by continuation lines `` KEY=VALUE``;
+non-printable bytes come escaped as ``\\xNN``. A test takes a cursor (the last seq) when it
+starts and later sees exactly the records after it. A gap in the sequence numbers means the
+ring buffer overwrote records before they were read: the count is reported, never hidden.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from harness.transport import Transport
+
+LEVEL_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
+# Every record readable now. A read past the last record fails with EAGAIN, which ends dd.
+READ_COMMAND = "dd if=/dev/kmsg iflag=nonblock bs=65536 status=none 2>/dev/null; true"
+_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+
+
+@dataclass(frozen=True)
+class KmsgRecord:
+    seq: int
+    level: int
+    facility: int
+    usec: int
+    text: str
+    properties: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def level_name(self) -> str:
+        return LEVEL_NAMES[self.level]
+
+    @property
+    def seconds(self) -> float:
+        return self.usec / 1e6
+
+    def console_line(self) -> str:
+        """The record as dmesg prints it: ``[   12.345678] text``."""
+        return f"[{self.usec // 1_000_000:5d}.{self.usec % 1_000_000:06d}] {self.text}"
+
+
+def unescape(text: str) -> str:
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def parse_kmsg(data: str) -> list[KmsgRecord]:
+    """Records from raw /dev/kmsg output; malformed lines are skipped."""
+    records: list[KmsgRecord] = []
+    properties: list[tuple[str, str]] = []
+    current: tuple[int, int, int, int, str] | None = None
+
+    def flush() -> None:
+        if current is not None:
+            prio, seq, usec, _, text = current
+            records.append(KmsgRecord(seq, prio & 7, prio >> 3, usec, text, tuple(properties)))
+
+    for line in data.split("\n"):
+        if line.startswith(" ") and current is not None:
+            key, _, value = line[1:].partition("=")
+            properties.append((key, unescape(value)))
+            continue
+        header, sep, text = line.partition(";")
+        if not sep:
+            continue
+        fields = header.split(",")
+        try:
+            prio, seq, usec = int(fields[0]), int(fields[1]), int(fields[2])
+        except (ValueError, IndexError):
+            continue
+        flush()
+        properties = []
+        current = (prio, seq, usec, 0, unescape(text))
+    flush()
+    return records
+
+
+class KernelLog:
+    """Reads the guest's /dev/kmsg through a transport."""
+
+    def __init__(self, transport: Transport):
+        self.transport = transport
+
+    def read(self) -> list[KmsgRecord]:
+        result = self.transport.run(READ_COMMAND, sudo=True, timeout=60)
+        return parse_kmsg(result.stdout)
+
+    def cursor(self) -> int:
+        """The seq of the newest record: what a capture starting now has already seen."""
+        records = self.read()
+        return records[-1].seq if records else -1
+
+    def capture(self, cursor: int | None = None) -> Capture:
+        return Capture(self, self.cursor() if cursor is None else cursor)
+
+
+class ExpectTimeout(AssertionError):
+    """``expect`` did not see its line; the message lists the lines that did come."""
+
+
+@dataclass
+class Capture:
+    """The kernel records emitted after ``cursor``; refreshed from the guest on every read."""
+
+    log: KernelLog | None
+    cursor: int
+    records: list[KmsgRecord] = field(default_factory=list)
+    lost: int = 0  # records overwritten in the ring buffer before they could be read
+    frozen: bool = False
+
+    def refresh(self) -> Capture:
+        if self.frozen or self.log is None:
+            return self
+        last = self.records[-1].seq if self.records else self.cursor
+        fresh = [r for r in self.log.read() if r.seq > last]
+        if fresh and fresh[0].seq > last + 1:
+            self.lost += fresh[0].seq - last - 1
+        self.records.extend(fresh)
+        return self
+
+    def freeze(self) -> Capture:
+        """Stop reading the guest (e.g. after the test, or when it died)."""
+        self.frozen = True
+        return self
+
+    @property
+    def lines(self) -> list[str]:
+        return [r.text for r in self.refresh().records]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.lines)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def __contains__(self, text: object) -> bool:
+        return any(str(text) in line for line in self.lines)
+
+    def __str__(self) -> str:
+        return "\n".join(r.console_line() for r in self.refresh().records)
+
+    def grep(self, pattern: str) -> list[str]:
+        regex = re.compile(pattern)
+        return [line for line in self.lines if regex.search(line)]
+
+    def expect(self, pattern: str, timeout: float = 10.0, regex: bool | None = None) -> str:
+        """Wait for a line containing ``pattern`` (or matching it, when it looks like a regex
+        or ``regex=True``); return the line, or fail listing the lines that did come."""
+        use_regex = regex if regex is not None else bool(re.search(r"[\\^$*+?\[\](){}|]", pattern))
+        matcher = re.compile(pattern) if use_regex else None
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.lines:
+                if (matcher.search(line) if matcher else pattern in line):
+                    return line
+            if time.monotonic() >= deadline or self.frozen:
+                break
+            time.sleep(0.5)
+        came = "\n".join(f"  {line}" for line in self.lines[-40:]) or "  (no kernel lines at all)"
+        raise ExpectTimeout(
+            f"no kernel line {'matched' if matcher else 'contained'} {pattern!r} within "
+            f"{timeout:g} s; the lines that did come:\n{came}"
+        )
