@@ -1,0 +1,54 @@
+"""Kernel log text of any origin turned into plain message lines.
+
+Accepts dmesg output and serial console captures (``[   12.345678] `` prefixes, ``[  T123]`` /
+``[ C1]`` caller ids, ``<N>`` levels, lines without a prefix, CR/LF from a serial port) and raw
+``/dev/kmsg`` records (``prio,seq,usec,flags;text``). Each line keeps its number in the input so
+reports can point back at it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from harness.kmsg import unescape
+
+_KMSG_RECORD = re.compile(r"^(\d+),(\d+),(\d+),[^;]*;(.*)$")
+_PREFIX = re.compile(
+    r"^(?:<\d+>)?"  # syslog level
+    r"(?:\[\s*\d+\.\d+\]\s?)?"  # timestamp
+    r"(?:\[\s*[TC]\d+\]\s?)?"  # caller id (CONFIG_PRINTK_CALLER)
+)
+# A timestamp after other text: a serial console interleaves a login prompt or user output.
+_LATE_TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*\d+\.\d{6}\](?:\[\s*[TC]\d+\])?\s?")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    number: int  # 1-based line number in the input
+    text: str  # the message, without timestamp, level or caller prefixes
+    raw: str
+
+
+def strip_prefix(line: str) -> str:
+    stripped = _PREFIX.sub("", line, count=1)
+    if stripped is line or len(stripped) == len(line):
+        late = _LATE_TIMESTAMP.search(line)
+        if late:
+            return line[late.end():]
+    return stripped
+
+
+def parse_log(data: str | bytes) -> list[LogLine]:
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", errors="replace")
+    data = _ANSI.sub("", data.replace("\r\n", "\n").replace("\r", "\n"))
+    lines: list[LogLine] = []
+    for number, raw in enumerate(data.split("\n"), start=1):
+        if raw.startswith(" ") and lines and _KMSG_RECORD.match(lines[-1].raw):
+            continue  # a /dev/kmsg continuation line (KEY=VALUE)
+        record = _KMSG_RECORD.match(raw)
+        text = unescape(record.group(4)) if record else strip_prefix(raw)
+        lines.append(LogLine(number, text.rstrip(), raw))
+    return lines
