@@ -241,12 +241,12 @@ class Module:
                 info.setdefault(key.strip(), []).append(value.strip())
         return info
 
-    def state(self) -> str:
-        """One paragraph for failure reports."""
+    def state(self, live: bool = True) -> str:
+        """One paragraph for failure reports; ``live=False`` when the guest must not be asked."""
         lines = [f"module folder: {self.source_dir}", f"guest folder: {self.remote_dir}"]
         lines += [f"  {h}" for h in self.history]
         try:
-            if self.name:
+            if self.name and live:
                 loaded = self.is_loaded()
                 lines.append(f"{self.name}: {'loaded' if loaded else 'not loaded'}")
                 if loaded:

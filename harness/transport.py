@@ -181,17 +181,7 @@ class SSHTransport(Transport):
             stdin: str | None = None) -> CommandResult:
         text = to_shell(command, sudo)
         started = time.monotonic()
-        try:
-            channel = self.client().get_transport().open_session()  # type: ignore[union-attr]
-            channel.settimeout(1.0)
-            channel.exec_command(text)
-            if stdin is not None:
-                channel.sendall(stdin.encode())
-            channel.shutdown_write()
-        except (OSError, paramiko.SSHException, EOFError) as err:
-            self.close()
-            raise TransportError(f"lost the connection to the guest running `{text}`: {err}") \
-                from err
+        channel = self._open_channel(text, stdin)
         out, err_buf = io.BytesIO(), io.BytesIO()
         deadline = started + timeout
         try:
@@ -222,6 +212,24 @@ class SSHTransport(Transport):
             channel.close()
         return CommandResult(text, status, _text(out), _text(err_buf),
                              round(time.monotonic() - started, 3))
+
+    def _open_channel(self, text: str, stdin: str | None) -> paramiko.Channel:
+        """Start a command; a stale connection (e.g. after a snapshot revert) is redialled once."""
+        for attempt in (1, 2):
+            try:
+                channel = self.client().get_transport().open_session()  # type: ignore[union-attr]
+                channel.settimeout(1.0)
+                channel.exec_command(text)
+                if stdin is not None:
+                    channel.sendall(stdin.encode())
+                channel.shutdown_write()
+                return channel
+            except (OSError, paramiko.SSHException, EOFError) as err:
+                self.close()
+                if attempt == 2:
+                    raise TransportError(
+                        f"lost the connection to the guest running `{text}`: {err}") from err
+        raise AssertionError("unreachable")
 
     def _sftp_call(self, what: str, func, *args):
         try:

@@ -242,9 +242,12 @@ def build_report(lines: list[LogLine], block: _Block) -> Report:
     )
 
 
-def detect(log: str | bytes | list[LogLine], ignore: list[str] | None = None) -> list[Report]:
+def detect(log: str | bytes | list[str] | list[LogLine],
+           ignore: list[str] | None = None) -> list[Report]:
     """Every crash report in a log, in order. ``ignore``: regexes of titles that are noise."""
-    lines = parse_log(log) if isinstance(log, (str, bytes)) else log
+    if isinstance(log, list) and log and isinstance(log[0], str):
+        log = "\n".join(log)  # type: ignore[arg-type]
+    lines = parse_log(log) if isinstance(log, (str, bytes)) else log  # type: ignore[arg-type]
     ignored = [re.compile(p) for p in (ignore or [])]
     reports = [build_report(lines, block) for block in split_blocks(lines)]
     return [r for r in reports if not any(p.search(r.title) for p in ignored)]

@@ -1,0 +1,105 @@
+"""Module frames to source lines: ``func+0xOFF/0xLEN [mod]`` -> ``file.c:LINE`` and the line.
+
+Works on the host, from the .ko (with debug info) that the build copied back, so a crash can be
+symbolized even when it killed the guest: ``objdump -t`` gives the function's section and value,
+``addr2line -i -j SECTION`` the file, line and inlined callers (as ``gdb hello.ko`` +
+``list *(hello_exit+0xc)`` would). Kernel frames keep their names.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.oops.detect import Frame, Report
+
+
+@dataclass(frozen=True)
+class SourceLocation:
+    function: str
+    file: str
+    line: int
+    source: str | None  # the text of that line, when the file is at hand
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@functools.lru_cache(maxsize=64)
+def _symbols(ko: Path, mtime: float) -> dict[str, tuple[str, int]]:
+    out = subprocess.run(["objdump", "-t", str(ko)], capture_output=True, text=True,
+                         check=False).stdout
+    table: dict[str, tuple[str, int]] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        # VALUE FLAGS... SECTION SIZE NAME ; function symbols carry the F flag
+        if len(parts) >= 5 and " F " in line:
+            table.setdefault(parts[-1], (parts[-3], int(parts[0], 16)))
+    return table
+
+
+def locate(ko: Path, frame: Frame, return_address: bool, source_roots: list[Path]) \
+        -> list[SourceLocation]:
+    """Source locations for a frame, innermost (inlined) first; [] when unknown."""
+    symbols = _symbols(ko, ko.stat().st_mtime)
+    if frame.function not in symbols:
+        return []
+    section, value = symbols[frame.function]
+    address = value + frame.offset - (1 if return_address and frame.offset else 0)
+    out = subprocess.run(["addr2line", "-f", "-i", "-e", str(ko), "-j", section, hex(address)],
+                         capture_output=True, text=True, check=False).stdout.split("\n")
+    locations = []
+    for function, where in zip(out[0::2], out[1::2]):
+        file, _, line_text = where.rpartition(":")
+        line_text = line_text.split()[0] if line_text else ""
+        if not file or file == "??" or not line_text.isdigit():
+            continue
+        line = int(line_text)
+        shown, source = _find_source(file, line, source_roots)
+        locations.append(SourceLocation(function, shown, line, source))
+    return locations
+
+
+def _find_source(file: str, line: int, roots: list[Path]) -> tuple[str, str | None]:
+    """The host copy of a guest source path (matched by trailing path parts), and its line."""
+    parts = Path(file).parts
+    for root in roots:
+        for depth in range(len(parts), 0, -1):
+            candidate = root.joinpath(*parts[-depth:])
+            if candidate.is_file():
+                lines = candidate.read_text(errors="replace").splitlines()
+                text = lines[line - 1] if 0 < line <= len(lines) else None
+                try:
+                    shown = str(candidate.resolve().relative_to(Path.cwd()))
+                except ValueError:
+                    shown = str(candidate)
+                return shown, text
+    return Path(file).name, None
+
+
+def symbolize(report: Report, modules: dict[str, tuple[Path, Path]]) -> Report:
+    """Fill ``location``/``source_line``/``symbolized`` for the report's module frames.
+
+    ``modules``: module name -> (host .ko with debug info, host source folder).
+    """
+    module_frames = [f for f in report.frames if f.module and f.reliable]
+    for index, frame in enumerate(module_frames):
+        entry = modules.get(frame.module or "")
+        if entry is None:
+            continue
+        ko, source_dir = entry
+        is_rip = index == 0 and report.frames and frame is report.frames[0] and \
+            any(line.lstrip().startswith(("RIP:", "pc :", "IP:")) for line in report.lines
+                if str(frame.function) in line)
+        found = locate(ko, frame, return_address=not is_rip, source_roots=[source_dir])
+        if not found:
+            continue
+        inner = found[0]
+        text = f"{frame} at {inner}" + (f": {inner.source.strip()}" if inner.source else "")
+        report.symbolized.append(text)
+        if frame is report.module_frame and report.location is None:
+            report.location = str(inner)
+            report.source_line = inner.source
+    return report

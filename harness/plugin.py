@@ -1,0 +1,192 @@
+"""The pytest plugin: options, markers, thin fixtures, and the after-test kernel check.
+
+Fixtures: ``harness_session`` (the VM for the whole run), ``kmod`` (a module factory),
+``dmesg`` (the kernel lines of this test), ``guest`` (run commands in the guest). Every test
+marked ``vm`` is judged after it runs by :class:`harness.testrun.TestRun`: a new crash report
+or new taint fails it with the symbolized report, and the next test gets a clean kernel.
+``@pytest.mark.expect_oops("kind or title regex")`` turns that around.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.boxes import CatalogueError
+from harness.build import BuildError
+from harness.kmod import Guest, Module
+from harness.kmsg import Capture
+from harness.testrun import HarnessSession, TestRun
+from harness.transport import Transport
+
+RUN_KEY = pytest.StashKey[TestRun]()
+SESSION_ERROR_KEY = pytest.StashKey[str]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "kernel module tests in a VM (harness)")
+    group.addoption("--vm-box", default=None, help="box from boxes.yaml (default: its default)")
+    group.addoption("--vm-driver", default="auto", choices=["auto", "kvm", "qemu"],
+                    help="libvirt driver; auto probes KVM and falls back to qemu (TCG)")
+    group.addoption("--vm-memory", type=int, default=2048, help="guest memory in MiB")
+    group.addoption("--vm-cpus", type=int, default=2, help="guest virtual CPUs")
+    group.addoption("--vm-reuse", action="store_true",
+                    help="use the VM that is already running instead of booting one")
+    group.addoption("--vm-keep", action="store_true",
+                    help="leave the VM running at the end (the next --vm-reuse starts fast)")
+    group.addoption("--vm-skip-unavailable", action="store_true",
+                    help="skip vm tests when no VM can be had (default: fail them)")
+    parser.addini("harness_ignore_oops", type="linelist", default=[],
+                  help="regexes of crash titles that are known noise and never fail a test")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "vm: the test runs in a real VM (harness)")
+    config.addinivalue_line(
+        "markers", "expect_oops(*patterns): the test must crash the kernel with a report whose "
+        "kind or title matches one of the patterns")
+    config.addinivalue_line("markers", "points(n): points the test is worth when grading")
+
+
+@pytest.fixture(scope="session")
+def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
+    """The VM for the whole run: booted once (or reused), destroyed at the end unless kept."""
+    from harness import doctor
+    from harness.session import VMOptions, make_vm, ready_vm
+
+    config = request.config
+    if SESSION_ERROR_KEY in config.stash:
+        _unavailable(config, config.stash[SESSION_ERROR_KEY])
+    options = VMOptions(box=config.getoption("--vm-box"), driver=config.getoption("--vm-driver"),
+                        memory=config.getoption("--vm-memory"),
+                        cpus=config.getoption("--vm-cpus"))
+    project = Path(config.rootpath)
+    try:
+        vm = make_vm(options, project, log=sys.stderr)
+        checks = doctor.run_checks(vm.settings.box, fix=False, with_accel=False)
+        if any(c.failed for c in checks):
+            raise RuntimeError("the host is not ready:\n" + doctor.report(checks))
+        ready_vm(vm, reuse=True)
+    except (CatalogueError, RuntimeError, OSError) as err:
+        config.stash[SESSION_ERROR_KEY] = f"no VM could be had: {err}"
+        _unavailable(config, config.stash[SESSION_ERROR_KEY])
+    box = vm.settings.box
+    guest = Guest(vm.transport(), vm.state / "build-cache",
+                  headers_hint=f"install {box.headers_package} ({box.headers_install})")
+    session = HarnessSession(vm, guest, ignore_titles=config.getini("harness_ignore_oops"))
+    yield session
+    vm.close()
+    if not config.getoption("--vm-keep") and not config.getoption("--vm-reuse"):
+        vm.destroy()
+
+
+def _unavailable(config: pytest.Config, message: str) -> None:
+    text = message + "\n(run `harness doctor` for the full check)"
+    if config.getoption("--vm-skip-unavailable"):
+        pytest.skip(text)
+    pytest.fail(text, pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _harness_test_run(request: pytest.FixtureRequest) -> Iterator[None]:
+    item = request.node
+    if item.get_closest_marker("vm") is None:
+        yield
+        return
+    session: HarnessSession = request.getfixturevalue("harness_session")
+    marker = item.get_closest_marker("expect_oops")
+    expected = [str(a) for a in marker.args] or [""] if marker else None
+    run = session.new_test(item.nodeid, expected)
+    item.stash[RUN_KEY] = run
+    yield
+    verdict = run.verdict
+    if verdict is not None and verdict.kernel_broken:
+        note = session.restore_clean(archive_as=item.nodeid)
+        run.notes.append(note)
+    if run.notes:
+        item.add_report_section("teardown", "harness", "\n".join(run.notes))
+
+
+def _run(request: pytest.FixtureRequest) -> TestRun:
+    if RUN_KEY not in request.node.stash:
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: harness fixtures need the test to be marked "
+            "@pytest.mark.vm")
+    return request.node.stash[RUN_KEY]
+
+
+@pytest.fixture
+def kmod(request: pytest.FixtureRequest):
+    """``m = kmod("modules/hello")``: a module to build, load and unload in the guest."""
+    run = _run(request)
+    base = Path(request.config.rootpath)
+
+    def factory(path: str | Path, **options: object) -> Module:
+        path = Path(path)
+        return run.module(path if path.is_absolute() else base / path, **options)
+
+    return factory
+
+
+@pytest.fixture
+def dmesg(request: pytest.FixtureRequest) -> Capture:
+    """The kernel log records emitted during this test (``"text" in dmesg``, ``expect``)."""
+    capture = _run(request).capture
+    assert capture is not None
+    return capture
+
+
+@pytest.fixture
+def guest(request: pytest.FixtureRequest) -> Transport:
+    """Run commands in the guest: ``guest.run("cat /proc/modules").stdout``."""
+    return _run(request).guest.transport
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    run = item.stash.get(RUN_KEY, None)
+    if run is None:
+        return (yield)
+    error: BaseException | None = None
+    try:
+        return (yield)
+    except Exception as exc:
+        error = exc
+        raise
+    finally:
+        run.finish(error)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    report: pytest.TestReport = yield
+    run = item.stash.get(RUN_KEY, None)
+    if run is None or call.when != "call":
+        return report
+    verdict = run.verdict
+    if verdict is not None:
+        if verdict.kernel_lines:
+            report.sections.append(("Captured stdout kernel log", "\n".join(verdict.kernel_lines)))
+        if verdict.failed:
+            text = verdict.message()
+            if call.excinfo is not None and not verdict.reports:
+                text += f"\n\nthe test raised: {call.excinfo.exconly()}"
+            report.outcome = "failed"
+            report.longrepr = text
+        elif verdict.expectation_met and report.failed:
+            report.outcome = "passed"  # the crash the test asked for
+            report.longrepr = None
+    if report.failed:
+        for module in run.modules:
+            result = module.build_result
+            if result is not None:
+                report.sections.append((f"build log {module.source_dir.name}", result.log))
+            live = verdict is not None and not (verdict.hung or verdict.guest_died)
+            report.sections.append((f"module state {module.source_dir.name}",
+                                    module.state(live=live)))
+        if call.excinfo is not None and isinstance(call.excinfo.value, BuildError):
+            report.longrepr = str(call.excinfo.value)
+    return report

@@ -1,0 +1,214 @@
+"""One test's life in the guest: start a capture, track modules, judge the kernel afterwards.
+
+:class:`HarnessSession` owns the VM for a whole run and knows how to get a clean kernel back
+(snapshot revert, then a reboot, then a new VM, each bounded in time). :class:`TestRun` is one
+test: it takes the kernel-log cursor and the taint mask at the start; at the end it unloads
+what the test left loaded, reads the new kernel lines (or the serial console when the guest
+died), finds crash reports, symbolizes them, compares taint, and returns a :class:`Verdict`.
+The pytest plugin, the CLI and the grader are front ends over these two classes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import taint
+from harness.kmod import Guest, KernelCrashed, Module, ModuleError, ModuleHung
+from harness.kmsg import Capture
+from harness.oops.detect import Report, detect
+from harness.oops.symbolize import symbolize
+from harness.transport import TransportError
+from harness.vm import VM, VMError
+
+PANIC_SETTLE_S = 5.0
+
+
+@dataclass
+class Verdict:
+    reports: list[Report] = field(default_factory=list)
+    new_taint: list[taint.TaintFlag] = field(default_factory=list)
+    hung: str | None = None  # what hung
+    guest_died: str | None = None  # why we think so
+    kernel_lines: list[str] = field(default_factory=list)
+    lost_records: int = 0
+    expected_oops: list[str] | None = None  # patterns from expect_oops, None when not expected
+    cleanup_errors: list[str] = field(default_factory=list)
+
+    @property
+    def kernel_broken(self) -> bool:
+        return bool(self.reports or self.new_taint or self.hung or self.guest_died)
+
+    @property
+    def expectation_met(self) -> bool:
+        if self.expected_oops is None:
+            return False
+        return any(_matches(pattern, report) for pattern in self.expected_oops
+                   for report in self.reports)
+
+    @property
+    def failed(self) -> bool:
+        if self.expected_oops is not None:
+            return not self.expectation_met
+        return self.kernel_broken
+
+    def message(self) -> str:
+        if self.expected_oops is not None and not self.expectation_met:
+            got = ", ".join(r.title for r in self.reports) or "no crash report at all"
+            head = f"expected a kernel crash matching {self.expected_oops}, got: {got}"
+        else:
+            head = "the kernel went wrong during this test"
+        parts = [head]
+        for report in self.reports:
+            parts.append(report.summary())
+        if self.new_taint:
+            parts.append("new kernel taint: " + taint.describe(self.new_taint))
+        if self.hung:
+            parts.append(f"hang: {self.hung}")
+        if self.guest_died:
+            parts.append(f"the guest stopped answering: {self.guest_died}")
+        if self.lost_records:
+            parts.append(f"{self.lost_records} kernel log records were lost to ring-buffer "
+                         "overrun before they could be read")
+        return "\n\n".join(parts)
+
+
+def _matches(pattern: str, report: Report) -> bool:
+    if pattern.lower() in (report.kind.lower(), report.title.lower()):
+        return True
+    return bool(re.search(pattern, report.title))
+
+
+@dataclass
+class HarnessSession:
+    vm: VM
+    guest: Guest
+    ignore_titles: list[str] = field(default_factory=list)
+    restores: int = 0
+
+    def restore_clean(self, archive_as: str) -> str:
+        """Get a clean kernel back; says what it did. Snapshot, then reboot, then a new VM."""
+        attempts = (
+            ("snapshot revert", lambda: self.vm.restore_snapshot(archive_as=archive_as)),
+            ("reboot", self._reboot),
+            ("new VM", self._recreate),
+        )
+        errors = []
+        for name, action in attempts:
+            try:
+                seconds = action()
+                self.restores += 1
+                archived = self.vm.state / "serial" / f"{archive_as}.log"
+                kept = f"; serial log kept in {archived}" if archived.exists() else ""
+                return f"restored a clean kernel by {name} in {seconds:.1f} s{kept}"
+            except (VMError, TransportError, RuntimeError) as err:
+                errors.append(f"{name}: {err}")
+        raise VMError("could not get a clean kernel back:\n" + "\n".join(errors))
+
+    def _reboot(self) -> float:
+        seconds = self.vm.reboot()
+        self.vm.save_snapshot()
+        return seconds
+
+    def _recreate(self) -> float:
+        started = time.monotonic()
+        self.vm.destroy()
+        self.vm.up()
+        self.vm.wait_for_ssh()
+        self.vm.save_snapshot()
+        return time.monotonic() - started
+
+    def new_test(self, name: str, expect_oops: list[str] | None = None) -> TestRun:
+        run = TestRun(self, name, expect_oops)
+        run.start()
+        return run
+
+
+@dataclass
+class TestRun:
+    session: HarnessSession
+    name: str
+    expect_oops: list[str] | None = None
+    modules: list[Module] = field(default_factory=list)
+    capture: Capture | None = None
+    taint_before: int = 0
+    serial_offset: int = 0
+    verdict: Verdict | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def guest(self) -> Guest:
+        return self.session.guest
+
+    def start(self) -> None:
+        self.serial_offset = len(self.session.vm.read_serial_log())
+        self.capture = self.guest.kernel_log.capture()
+        self.taint_before = taint.read_taint(self.guest.transport)
+
+    def module(self, source_dir: str | Path, **options: object) -> Module:
+        module = Module(self.guest, Path(source_dir), **options)  # type: ignore[arg-type]
+        self.modules.append(module)
+        return module
+
+    def finish(self, test_error: BaseException | None = None) -> Verdict:
+        verdict = Verdict(expected_oops=self.expect_oops)
+        if isinstance(test_error, ModuleHung):
+            verdict.hung = str(test_error)
+        alive = verdict.hung is None and not isinstance(test_error, TransportError)
+        if isinstance(test_error, TransportError):
+            verdict.guest_died = str(test_error)
+        if alive and not isinstance(test_error, KernelCrashed):
+            alive = self._unload_leftovers(verdict)
+        lines = self._kernel_lines(verdict, alive)
+        reports = detect(lines, ignore=self.session.ignore_titles)
+        ko_map = {m.name: (m.build_result.local_ko[m.name], m.source_dir)
+                  for m in self.modules
+                  if m.name and m.build_result and m.name in m.build_result.local_ko}
+        verdict.reports = [symbolize(r, ko_map) for r in reports]
+        if alive and verdict.guest_died is None:
+            try:
+                after = taint.read_taint(self.guest.transport)
+                verdict.new_taint = taint.new_failures(self.taint_before, after)
+            except (TransportError, RuntimeError) as err:
+                verdict.guest_died = str(err)
+        self.verdict = verdict
+        return verdict
+
+    def _unload_leftovers(self, verdict: Verdict) -> bool:
+        """Unload what the test left loaded (this too can crash). False: the guest is gone."""
+        for module in reversed(self.modules):
+            try:
+                if module.is_loaded():
+                    module.unload()
+                    self.notes.append(f"unloaded {module.name}, which the test left loaded")
+            except ModuleHung as err:
+                verdict.hung = str(err)
+                return False
+            except KernelCrashed:
+                return True  # the detector reads the report from the log
+            except ModuleError as err:
+                verdict.cleanup_errors.append(str(err))
+            except TransportError as err:
+                verdict.guest_died = str(err)
+                return False
+        return True
+
+    def _kernel_lines(self, verdict: Verdict, alive: bool) -> list[str]:
+        assert self.capture is not None
+        if alive:
+            try:
+                self.capture.refresh()
+                verdict.lost_records = self.capture.lost
+                verdict.kernel_lines = [r.console_line() for r in self.capture.records]
+                self.capture.freeze()
+                return verdict.kernel_lines
+            except (TransportError, RuntimeError) as err:
+                verdict.guest_died = verdict.guest_died or str(err)
+        self.capture.freeze()
+        # The guest is hung or dead: its serial console is the only witness left.
+        time.sleep(PANIC_SETTLE_S)
+        serial = self.session.vm.read_serial_log()[self.serial_offset:]
+        verdict.kernel_lines = serial.splitlines()
+        return verdict.kernel_lines
