@@ -192,7 +192,10 @@ def _guilty(fmt: CrashFormat, match: re.Match[str], rip: Frame | None,
             for frame in frames:
                 if frame.reliable and not skipped(frame.function):
                     return frame
-    return None
+    # Only helpers: name the header's or the RIP's function rather than nothing.
+    if match.groupdict().get("func"):
+        return clean_function(match["func"])
+    return rip
 
 
 def build_report(lines: list[LogLine], block: _Block) -> Report:

@@ -63,7 +63,9 @@ static noinline void crashy_refcount_underflow(void)
 
 static noinline int crashy_divide(int value)
 {
-	return value / divisor;
+	volatile int numerator = value;	/* gcc folds 1 / x into compares; force a real idiv */
+
+	return numerator / divisor;
 }
 
 static noinline void crashy_spin_forever(void)
@@ -93,7 +95,7 @@ static int __init crashy_init(void)
 	else if (!strcmp(mode, "refcount"))
 		crashy_refcount_underflow();
 	else if (!strcmp(mode, "divzero"))
-		pr_info("crashy: %d\n", crashy_divide(1));
+		pr_info("crashy: %d\n", crashy_divide(1000));
 	else if (!strcmp(mode, "panic"))
 		panic("crashy: deliberate panic");
 	else if (!strcmp(mode, "loop"))
