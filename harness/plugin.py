@@ -169,7 +169,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     verdict = run.verdict
     if verdict is not None:
         if verdict.kernel_lines:
-            report.sections.append(("Captured stdout kernel log", "\n".join(verdict.kernel_lines)))
+            lines = "\n".join(verdict.kernel_lines)
+            report.sections.append(("Captured stdout kernel log", lines))
+            # JUnit XML writes the sections of the teardown report, built from the item's.
+            item.add_report_section("call", "stdout", "kernel log:\n" + lines)
         if verdict.failed:
             text = verdict.message()
             if call.excinfo is not None and not verdict.reports:

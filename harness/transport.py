@@ -128,12 +128,24 @@ class SSHTarget:
     key_file: str
 
 
+class DeathWatch(ABC):
+    """Tells a waiting transport that the guest died (e.g. its console shows a panic)."""
+
+    @abstractmethod
+    def mark(self) -> int: ...
+
+    @abstractmethod
+    def died_since(self, mark: int) -> str | None: ...
+
+
 @dataclass
 class SSHTransport(Transport):
     """The guest over SSH, with paramiko. Reconnects lazily after a snapshot revert."""
 
     target: SSHTarget
     connect_timeout: float = 20.0
+    death_watch: DeathWatch | None = None
+    death_check_interval: float = 2.0
     _client: paramiko.SSHClient | None = field(default=None, init=False, repr=False)
     _sftp: paramiko.SFTPClient | None = field(default=None, init=False, repr=False)
 
@@ -181,9 +193,11 @@ class SSHTransport(Transport):
             stdin: str | None = None) -> CommandResult:
         text = to_shell(command, sudo)
         started = time.monotonic()
+        watch_mark = self.death_watch.mark() if self.death_watch else 0
         channel = self._open_channel(text, stdin)
         out, err_buf = io.BytesIO(), io.BytesIO()
         deadline = started + timeout
+        next_death_check = started + self.death_check_interval
         try:
             while True:
                 progressed = False
@@ -201,6 +215,12 @@ class SSHTransport(Transport):
                     raise CommandTimeout(text, timeout, _text(out), _text(err_buf))
                 if not self._client or not self._client.get_transport().is_active():  # type: ignore[union-attr]
                     raise TransportError(f"the connection to the guest died during `{text}`")
+                if self.death_watch and time.monotonic() > next_death_check:
+                    next_death_check = time.monotonic() + self.death_check_interval
+                    reason = self.death_watch.died_since(watch_mark)
+                    if reason:
+                        self.close()
+                        raise TransportError(f"the guest died during `{text}`: {reason}")
                 if not progressed:
                     time.sleep(0.02)
             status = channel.recv_exit_status()

@@ -24,7 +24,7 @@ import vagrant
 from harness.boxes import Box
 from harness.hostexec import HostCommandError, run
 from harness.paths import state_dir
-from harness.transport import SSHTarget, SSHTransport, TransportError
+from harness.transport import DeathWatch, SSHTarget, SSHTransport, TransportError
 
 PACKAGED_VAGRANTFILE = Path(__file__).parent / "data" / "Vagrantfile"
 LIBVIRT_URI = "qemu:///system"
@@ -170,7 +170,7 @@ class VM:
 
     def transport(self) -> SSHTransport:
         if self._transport is None:
-            self._transport = SSHTransport(self.ssh_target())
+            self._transport = SSHTransport(self.ssh_target(), death_watch=SerialPanicWatch(self))
         return self._transport
 
     def close(self) -> None:
@@ -272,6 +272,34 @@ class VM:
         archive.parent.mkdir(parents=True, exist_ok=True)
         archive.write_text(text)
         return archive
+
+
+PANIC_MARKERS = ("Kernel panic - not syncing", "---[ end Kernel panic")
+
+
+@dataclass
+class SerialPanicWatch(DeathWatch):
+    """A panic stops the guest without closing SSH; its serial console is what shows it."""
+
+    vm: VM
+
+    def mark(self) -> int:
+        try:
+            return self.vm.serial_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def died_since(self, mark: int) -> str | None:
+        try:
+            with open(self.vm.serial_log, "rb") as log:
+                log.seek(mark)
+                new = log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return None
+        for line in new.splitlines():
+            if PANIC_MARKERS[0] in line:
+                return "the serial console shows " + line.strip()[line.find("Kernel"):]
+        return None
 
 
 def _safe_name(name: str) -> str:
