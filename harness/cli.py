@@ -70,6 +70,107 @@ def cmd_vm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_oops(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.oops.detect import detect
+
+    try:
+        data = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
+    except OSError as err:
+        print(f"harness oops: cannot read {args.file}: {err.strerror}", file=sys.stderr)
+        return 2
+    reports = detect(data)
+    if args.json:
+        keys = ("title", "kind", "function", "module", "module_function", "location",
+                "corrupted", "panicked", "start_line", "end_line")
+        print(json.dumps([{k: r.to_dict()[k] for k in keys} for r in reports], indent=2))
+    elif not reports:
+        print("no crash report found")
+    else:
+        for report in reports:
+            print(report.summary())
+            print()
+    return 1 if reports else 0
+
+
+def _parse_params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param takes NAME=VALUE, got {pair!r}")
+        params[name] = value
+    return params
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The blog's loop for a person: sync, build, insmod, dmesg, rmmod, dmesg."""
+    from harness.build import BuildError
+    from harness.kmod import Guest, KernelCrashed, ModuleError, ModuleHung
+    from harness.session import ready_vm
+    from harness.testrun import HarnessSession
+    from harness.transport import TransportError
+
+    try:
+        params = _parse_params(args.param)
+    except ValueError as err:
+        print(f"harness run: {err}", file=sys.stderr)
+        return 2
+    source = Path(args.module_dir)
+    if not source.is_dir():
+        print(f"harness run: {source} is not a folder (give the module's source folder)",
+              file=sys.stderr)
+        return 2
+    vm = ready_vm(_vm(args))
+    box = vm.settings.box
+    session = HarnessSession(vm, Guest(vm.transport(), vm.state / "build-cache",
+                                       headers_hint=f"install {box.headers_package}"))
+    run = session.new_test(f"harness-run-{source.resolve().name}")
+    module = run.module(source)
+    printed = 0
+
+    def show_new_lines(title: str) -> None:
+        nonlocal printed
+        assert run.capture is not None
+        records = run.capture.refresh().records
+        print(f"--- {title} ---")
+        for record in records[printed:]:
+            print(record.console_line())
+        if len(records) == printed:
+            print("(no new kernel lines)")
+        printed = len(records)
+
+    error: BaseException | None = None
+    try:
+        build = module.build()
+        sync = module.last_sync
+        print(f"synced {len(sync.sent) if sync else 0} file(s); built {', '.join(build.ko_files)}"
+              f"{' (reused an identical earlier build)' if build.reused else ''}"
+              f"; {len(build.warnings)} warning(s)")
+        for warning in build.warnings:
+            print(f"  {warning}")
+        module.load(**params)
+        show_new_lines(f"kernel lines after insmod {module.name}")
+        if not args.keep_loaded:
+            module.unload()
+            show_new_lines(f"kernel lines after rmmod {module.name}")
+    except BuildError as err:
+        print(err, file=sys.stderr)
+        return 1
+    except (KernelCrashed, ModuleHung, TransportError) as err:
+        error = err
+    except ModuleError as err:
+        print(f"harness run: {err}", file=sys.stderr)
+        return 1
+    verdict = run.finish(error) if not args.keep_loaded or error else None
+    if verdict is not None and verdict.kernel_broken:
+        print(verdict.message(), file=sys.stderr)
+        print(session.restore_clean(archive_as=run.name), file=sys.stderr)
+        return 1
+    return 0
+
+
 def _add_vm_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box", help="catalogue entry (default: the catalogue's default)")
     parser.add_argument("--driver", default="auto", choices=["auto", "kvm", "qemu"],
@@ -100,6 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--fix", action="store_true",
                      help="start libvirt's daemons and create its default pool when missing")
     doc.set_defaults(func=cmd_doctor)
+
+    oops = sub.add_parser("oops", help="find crash reports in a saved kernel log")
+    oops.add_argument("file", help="dmesg output, a serial console capture or /dev/kmsg records"
+                      " (- for standard input)")
+    oops.add_argument("--json", action="store_true", help="print a JSON list of reports")
+    oops.set_defaults(func=cmd_oops)
+
+    run = sub.add_parser("run", help="sync, build, insmod, show dmesg, rmmod, show dmesg")
+    run.add_argument("module_dir", help="the module's source folder (with its Makefile)")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="module parameter (repeatable)")
+    run.add_argument("--keep-loaded", action="store_true", help="do not rmmod at the end")
+    _add_vm_options(run)
+    run.set_defaults(func=cmd_run)
 
     vm = sub.add_parser("vm", help="the test VM: up, status, ssh, destroy")
     vm_sub = vm.add_subparsers(dest="vm_command", required=True)

@@ -84,11 +84,13 @@ class Report:
                                                    if self.source_line else ""))
         for extra in self.symbolized[1:]:
             out.append(f"  called from {extra}")
-        body = self.lines[:max_lines]
+        # Unreliable "? func" frames are noise for a reader; they stay in self.lines.
+        body = [line for line in self.lines if not line.lstrip().startswith("? ")][:max_lines]
         out.append("  --- report (log lines %d-%d) ---" % (self.start_line, self.end_line))
         out += [f"  {line}" for line in body]
-        if len(self.lines) > max_lines:
-            out.append(f"  ... {len(self.lines) - max_lines} more lines")
+        if len(body) == max_lines:
+            out.append(f"  ... (the whole report is in the kernel log section, lines "
+                       f"{self.start_line}-{self.end_line})")
         return "\n".join(out)
 
 
