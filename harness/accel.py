@@ -58,7 +58,8 @@ class ProbeResult:
         return "kvm" if self.kvm_works else "qemu"
 
 
-def _run_qemu(accel: str, machine_args: list[str], wanted: bytes, timeout: float) -> tuple[bool, str]:
+def _run_qemu(accel: str, machine_args: list[str], wanted: bytes,
+              timeout: float) -> tuple[bool, str]:
     if shutil.which(QEMU) is None:
         return False, f"{QEMU} not found (install qemu-system-x86)"
     argv = [QEMU, "-accel", accel, "-display", "none", "-nodefaults", "-no-reboot",

@@ -125,7 +125,8 @@ def mirror_lines(suite: str, mirror: str | None, etc_apt: Path = Path("/etc/apt"
 
 
 def vagrant_public_key() -> str:
-    candidates = sorted(glob.glob("/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub"))
+    candidates = sorted(
+        glob.glob("/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub"))
     candidates += sorted(glob.glob("/opt/vagrant/embedded/gems/*/gems/vagrant-*/keys/vagrant.pub"))
     if not candidates:
         raise BoxBuildError("Vagrant's insecure public key was not found: install vagrant first")

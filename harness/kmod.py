@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.build import BuildError, BuildResult, Builder
+from harness.build import Builder, BuildError, BuildResult
 from harness.kmsg import Capture, KernelLog
 from harness.sync import SyncResult, sync_tree, tree_digest
 from harness.transport import CommandResult, CommandTimeout, Transport

@@ -9,6 +9,7 @@ stay inside the source folder.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
@@ -98,10 +99,8 @@ def sync_tree(transport: Transport, source_dir: Path, remote_dir: str) -> SyncRe
         transport.put_bytes(data, posixpath.join(remote_dir, rel), mode=path.stat().st_mode & 0o755)
         result.sent.append(rel)
     for rel in sorted(set(old) - set(new)):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             transport.remove(posixpath.join(remote_dir, rel))
-        except FileNotFoundError:
-            pass
         result.removed.append(rel)
     if result.changed or not old:
         transport.put_bytes(json.dumps(new, sort_keys=True).encode(), manifest_path)

@@ -8,10 +8,10 @@ have died" and check the serial console.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shlex
-import socket
 import stat
 import subprocess
 import time
@@ -108,7 +108,7 @@ class Transport(ABC):
     @abstractmethod
     def rmdir(self, path: str) -> None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most transports hold nothing
         """Release the connection (reconnecting is allowed afterwards)."""
 
     def makedirs(self, path: str) -> None:
@@ -183,10 +183,9 @@ class SSHTransport(Transport):
     def close(self) -> None:
         for thing in (self._sftp, self._client):
             if thing is not None:
-                try:
+                # Closing a dead connection may raise anything.
+                with contextlib.suppress(Exception):
                     thing.close()
-                except Exception:  # noqa: BLE001 - closing a dead connection may raise anything
-                    pass
         self._sftp = self._client = None
 
     def run(self, command: Command, *, timeout: float = 60.0, sudo: bool = False,
@@ -224,7 +223,7 @@ class SSHTransport(Transport):
                 if not progressed:
                     time.sleep(0.02)
             status = channel.recv_exit_status()
-        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as err:
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as err:
             self.close()
             raise TransportError(f"lost the connection to the guest during `{text}`: {err}") \
                 from err

@@ -86,7 +86,7 @@ class Report:
             out.append(f"  called from {extra}")
         # Unreliable "? func" frames are noise for a reader; they stay in self.lines.
         body = [line for line in self.lines if not line.lstrip().startswith("? ")][:max_lines]
-        out.append("  --- report (log lines %d-%d) ---" % (self.start_line, self.end_line))
+        out.append(f"  --- report (log lines {self.start_line}-{self.end_line}) ---")
         out += [f"  {line}" for line in body]
         if len(body) == max_lines:
             out.append(f"  ... (the whole report is in the kernel log section, lines "
@@ -181,9 +181,9 @@ def _guilty(fmt: CrashFormat, match: re.Match[str], rip: Frame | None,
         return bool(SKIP_FRAMES.match(name)) or any(p.match(name) for p in extra_skip)
 
     for source in fmt.guilty:
-        if source == "header" and match.groupdict().get("func"):
-            if not skipped(clean_function(match["func"])):
-                return clean_function(match["func"])
+        header_func = clean_function(match["func"]) if match.groupdict().get("func") else None
+        if source == "header" and header_func and not skipped(header_func):
+            return header_func
         if source == "lock":
             for name in lock_functions:
                 if not skipped(name):
@@ -198,6 +198,18 @@ def _guilty(fmt: CrashFormat, match: re.Match[str], rip: Frame | None,
     if match.groupdict().get("func"):
         return clean_function(match["func"])
     return rip
+
+
+def _header_frame(block: _Block, lines: list[LogLine]) -> Frame | None:
+    if not block.match.groupdict().get("func"):
+        return None
+    text = block.match.string
+    offset, length = _offsets(text, block.match.end("func"))
+    module = re.match(r"\+0x[0-9a-f]+/0x[0-9a-f]+\s+\[([\w-]+)\]", text[block.match.end("func"):])
+    header_line = next((ln.number for ln in lines[block.start:block.start + 2]
+                        if ln.text.strip().endswith(text.strip()[-20:])), lines[block.start].number)
+    return Frame(clean_function(block.match["func"]), offset, length,
+                 module.group(1) if module else None, header_line)
 
 
 def build_report(lines: list[LogLine], block: _Block) -> Report:
@@ -225,6 +237,9 @@ def build_report(lines: list[LogLine], block: _Block) -> Report:
         access_match = _KASAN_ACCESS.match(text)
         if access_match and not access:
             access = " " + access_match["access"]
+    header_frame = _header_frame(block, lines)
+    if rip is None and header_frame is not None:
+        rip = header_frame  # "WARNING: ... at file.c:16 func+0xe/0x15 [mod]" names the spot
     guilty = _guilty(block.fmt, block.match, rip, frames, lock_functions)
     function = guilty.function if isinstance(guilty, Frame) else guilty
     guilty_module = guilty.module if isinstance(guilty, Frame) else None

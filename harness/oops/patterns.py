@@ -92,8 +92,8 @@ FORMATS: tuple[CrashFormat, ...] = (
                 "KCSAN: {what} in {func}"),
     CrashFormat("UBSAN", _re(r"^UBSAN: (?P<what>[\w-]+) in "), "UBSAN: {what} in {func}",
                 GUILTY_STACK),
-    CrashFormat("UBSAN", _re(r"^UBSAN: Undefined behaviour in "), "UBSAN: undefined-behaviour in {func}",
-                GUILTY_STACK),
+    CrashFormat("UBSAN", _re(r"^UBSAN: Undefined behaviour in "),
+                "UBSAN: undefined-behaviour in {func}", GUILTY_STACK),
     CrashFormat("memory leak", _re(r"^BUG: memory leak$"), "memory leak in {func}",
                 ("stack",)),
     # --- page faults -----------------------------------------------------------------------------
@@ -193,7 +193,7 @@ FORMATS: tuple[CrashFormat, ...] = (
     CrashFormat("kernel panic", _re(r"^Kernel panic - not syncing: (?P<message>.*?)"
                                     r"(?: for \S+ --- error.*| in interrupt)?$"),
                 "kernel panic: {message}", no_func=True, panicked=True),
-    # --- generic fallbacks -------------------------------------------------------------------------
+    # --- generic fallbacks ---------------------------------------------------------------------
     CrashFormat("BUG", _re(r"^BUG: (?P<what>[A-Za-z][^:\[!]*?)(?:!|:| at | in |$)"),
                 "BUG: {what} in {func}", GUILTY_STACK),
 )

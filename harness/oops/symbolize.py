@@ -51,7 +51,7 @@ def locate(ko: Path, frame: Frame, return_address: bool, source_roots: list[Path
     out = subprocess.run(["addr2line", "-f", "-i", "-e", str(ko), "-j", section, hex(address)],
                          capture_output=True, text=True, check=False).stdout.split("\n")
     locations = []
-    for function, where in zip(out[0::2], out[1::2]):
+    for function, where in zip(out[0::2], out[1::2], strict=False):
         file, _, line_text = where.rpartition(":")
         line_text = line_text.split()[0] if line_text else ""
         if not file or file == "??" or not line_text.isdigit():

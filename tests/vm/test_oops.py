@@ -13,6 +13,7 @@ from harness.kmod import KernelCrashed, ModuleHung
 pytestmark = pytest.mark.vm
 
 CRASHY = "modules/crashy"
+NULL_DEREF = "BUG: unable to handle kernel NULL pointer dereference in crashy_null_write"
 
 
 def _assert_clean_kernel(guest):
@@ -20,13 +21,13 @@ def _assert_clean_kernel(guest):
     assert "crashy" not in guest.run("cat /proc/modules").stdout
 
 
-@pytest.mark.expect_oops("BUG: unable to handle kernel NULL pointer dereference in crashy_null_write")
+@pytest.mark.expect_oops(NULL_DEREF)
 def test_null_dereference_in_init(kmod):
     with pytest.raises(KernelCrashed):
         kmod(CRASHY).load(mode="null_init")
 
 
-@pytest.mark.expect_oops("BUG: unable to handle kernel NULL pointer dereference in crashy_null_write")
+@pytest.mark.expect_oops(NULL_DEREF)
 def test_null_dereference_in_exit(kmod):
     crashy = kmod(CRASHY)
     crashy.load(mode="null_exit")
