@@ -8,7 +8,7 @@ trace, never a neighbour's (a later oops can re-print an earlier RIP).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from harness.oops.logtext import LogLine, parse_log
 from harness.oops.patterns import (
@@ -16,6 +16,8 @@ from harness.oops.patterns import (
     FORMATS,
     FRAME,
     HEADER_PREFIX,
+    IRQ_END,
+    IRQ_START,
     LOCK_AT,
     REPORT_END,
     RIP,
@@ -28,7 +30,7 @@ MAX_REPORT_LINES = 200
 FOLLOW_UP_WINDOW = 6  # a header this close to the previous one, before any frame, continues it
 _FUNC_SUFFIX = re.compile(r"\.(?:isra|constprop|part|cold|llvm|lto_priv)(?:\.\d+)*$")
 _CUT_HERE = re.compile(r"^-+\[ cut here \]-+$")
-_KASAN_ACCESS = re.compile(r"^(?P<access>Read|Write) of size \d+")
+_KASAN_ACCESS = re.compile(r"^(?P<access>Read|Write) (?:of size \d+|at addr)")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Frame:
     module: str | None
     line: int  # line number in the input
     reliable: bool = True
+    in_irq: bool = False
 
     def __str__(self) -> str:
         mod = f" [{self.module}]" if self.module else ""
@@ -190,8 +193,10 @@ def _guilty(fmt: CrashFormat, match: re.Match[str], rip: Frame | None,
                     return name
         if source == "rip" and rip is not None and not skipped(rip.function):
             return rip
-        if source == "stack":
+        if source in ("stack", "task"):
             for frame in frames:
+                if source == "task" and frame.in_irq:
+                    continue
                 if frame.reliable and not skipped(frame.function):
                     return frame
     # Only helpers: name the header's or the RIP's function rather than nothing.
@@ -218,8 +223,15 @@ def build_report(lines: list[LogLine], block: _Block) -> Report:
     frames: list[Frame] = []
     access = ""
     lock_functions: list[str] = []
+    in_irq = False
     for line in body:
         text = line.text.strip()
+        if IRQ_START.match(text):
+            in_irq = True
+            continue
+        if IRQ_END.match(text):
+            in_irq = False
+            continue
         lock_match = LOCK_AT.search(text)
         if lock_match:
             lock_functions.append(clean_function(lock_match["func"]))
@@ -233,7 +245,7 @@ def build_report(lines: list[LogLine], block: _Block) -> Report:
             continue
         frame = parse_frame(text, line.number)
         if frame is not None and line is not body[0]:
-            frames.append(frame)
+            frames.append(replace(frame, in_irq=in_irq))
         access_match = _KASAN_ACCESS.match(text)
         if access_match and not access:
             access = " " + access_match["access"]
@@ -249,8 +261,9 @@ def build_report(lines: list[LogLine], block: _Block) -> Report:
     corrupted = function is None and not block.fmt.no_func
     groups = {k: (v or "") for k, v in block.match.groupdict().items()}
     groups.pop("func", None)
-    if "message" in groups:
-        groups["message"] = normalise(groups["message"].strip())
+    for key in ("message", "rest"):
+        if key in groups:
+            groups[key] = normalise(groups[key].strip())
     title = block.fmt.title.format(func=function or "corrupted", access=access, **groups)
     module_frame = next((f for f in [rip, *frames] if f and f.module and f.reliable), None)
     return Report(

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 #   "stack": the first reliable call-trace frame that is not a helper.
 GUILTY_OOPS = ("header", "rip", "stack")
 GUILTY_STACK = ("header", "stack", "rip")
+GUILTY_TASK = ("task", "rip")  # the first frame outside <IRQ>/<NMI> blocks (stalls, lockups)
 GUILTY_LOCK = ("lock", "stack")  # the function named by lockdep's first "at: func+0x" line
 
 
@@ -74,13 +75,49 @@ SKIP_FRAMES = _re(
     r"copy_\w+_user\w*|_copy_\w+_user|__copy_\w+_user\w*|"
     r"bug_handler|__bug\w*|BUG|WARN\w*|"
     r"object_err|free_debug_processing|on_freelist|"
-    r"__local_bh_enable\w*|local_bh_enable|__do_softirq|do_softirq\w*|invoke_softirq)$"
+    r"__local_bh_enable\w*|local_bh_enable|__do_softirq|do_softirq\w*|invoke_softirq|"
+    # string and copy helpers, compiler instrumentation, indirect-call thunks
+    r"memcmp|memmove|__memmove|__memset|string|strcmp|strncmp|strnlen|strlcpy|strscpy|"
+    r"__sanitizer_cov\w*|__x86_indirect_thunk_\w+|__stack_chk_fail|save_stack\w*|"
+    r"osq_lock|skb_panic|skb_over_panic|skb_under_panic|panic_saved_regs|"
+    # lockdep internals
+    r"register_lock_class|look_up_lock_class|mark_lock\w*|validate_chain|check_noncircular|"
+    r"__bfs\w*|print_circular_bug\w*|lockdep_init_map\w*|__lockdep_init_map|"
+    # waiting and sleeping: a hung task's own frames
+    r"wait_for_completion\w*|__wait_for_common|do_wait_for_common|wait_for_common\w*|"
+    r"finish_wait|prepare_to_wait\w*|context_switch|__switch_to\w*|"
+    r"wait_on_page_bit\w*|__wait_on_bit\w*|out_of_line_wait_on_bit\w*|wait_on_bit\w*|"
+    r"bit_wait\w*|call_rwsem_down_\w+|rt_mutex\w*|__rt_mutex\w*|percpu_down_\w+|"
+    r"__percpu_down\w*|down|__down_common|flush_work|__flush_work|"
+    # stall reporting
+    r"sched_show_task|dump_cpu_task|rcu_gp_kthread|rcu_dynticks\w*|local_apic_timer_interrupt|"
+    # allocation wrappers (memory leaks name the caller)
+    r"create_object|sk_prot_alloc|sk_alloc|radix_tree_node_alloc|pcpu_mem_zalloc|"
+    r"pcpu_alloc|__alloc_percpu\w*|idr_get_free|kvmalloc\w*|kvzalloc|vmalloc\w*|"
+    r"__vmalloc\w*|kvfree|vfree|__vunmap|warn_alloc|"
+    r"kobject_get|kobject_put|kobject_del|kobject_add_internal|device_del|__call_rcu|"
+    r"call_rcu|"
+    # stack walkers, fortify and assertion helpers, tree and list primitives
+    r"dump_backtrace|walk_stackframe|stack_trace_consume_entry|arch_stack_walk|"
+    r"stack_trace_save\w*|fortify_panic|__fortify_report|__fortify_panic|assertfail|"
+    r"__reiserfs_panic|skb_push|skb_put|rb_\w+|__rb_\w+|klist_\w+|mutex_optimistic_spin|"
+    r"_copy_to_iter|_copy_from_iter|warn_bogus_irq_restore|ref_tracker_free|drop_nlink|"
+    r"_atomic_dec_and\w*|__wake_up\w*|test_and_\w+_bit|xas_\w+|post_alloc_hook|"
+    r"rcu_gp_fqs_loop|rcu_is_watching|irqentry_exit\w*|__run_hrtimer\w*|on_each_cpu\w*|"
+    r"kthread_should_park|dev_vprintk_emit|smp_call_function_many\w*)$"
 )
 
 _LIST_SKIP = (r"^__list_(?:add|del)\w*$", r"^list_\w+$")
 
 FORMATS: tuple[CrashFormat, ...] = (
     # --- memory-safety tools, whose header names the function -----------------------------------
+    CrashFormat("KASAN", _re(r"^BUG: KASAN: (?P<what>[\w-]+) in " + FUNC + r" at addr"),
+                "KASAN: {what} in {func} at addr ADDR", GUILTY_OOPS),
+    CrashFormat("KASAN", _re(r"^BUG: KASAN: (?P<what>null-ptr-deref|wild-memory-access) "
+                             r"(?:in range|on address)"),
+                "KASAN: {what}{access}", no_func=True),
+    CrashFormat("KASAN", _re(r"^BUG: KASAN: double-free(?: or invalid-free)? in " + FUNC),
+                "KASAN: invalid-free in {func}", GUILTY_OOPS),
     CrashFormat("KASAN", _re(r"^BUG: KASAN: (?P<what>[\w-]+(?: [\w-]+)*?)(?: in " + FUNC +
                              r"| on address| in range|$)"),
                 "KASAN: {what}{access} in {func}", GUILTY_OOPS),
@@ -88,7 +125,7 @@ FORMATS: tuple[CrashFormat, ...] = (
                 "KFENCE: {what} in {func}"),
     CrashFormat("KMSAN", _re(r"^BUG: KMSAN: (?P<what>[\w-]+) in " + FUNC),
                 "KMSAN: {what} in {func}"),
-    CrashFormat("KCSAN", _re(r"^BUG: KCSAN: (?P<what>[\w-]+) in " + FUNC),
+    CrashFormat("KCSAN", _re(r"^BUG: KCSAN: (?P<what>[\w-]+(?:: [\w-]+)?) in " + FUNC),
                 "KCSAN: {what} in {func}"),
     CrashFormat("UBSAN", _re(r"^UBSAN: (?P<what>[\w-]+) in "), "UBSAN: {what} in {func}",
                 GUILTY_STACK),
@@ -108,13 +145,14 @@ FORMATS: tuple[CrashFormat, ...] = (
                 _re(r"^(?:BUG: unable to handle (?:kernel paging request|page fault)|"
                     r"Unable to handle kernel paging request)"),
                 "BUG: unable to handle kernel paging request in {func}"),
-    CrashFormat("general protection fault", _re(r"^(?:segment-related )?general protection fault"),
+    CrashFormat("general protection fault",
+                _re(r"^(?:Oops: )?(?:segment-related )?general protection fault"),
                 "general protection fault in {func}"),
-    CrashFormat("divide error", _re(r"^divide error: "), "divide error in {func}"),
+    CrashFormat("divide error", _re(r"^divide(?: |_)error: "), "divide error in {func}"),
     CrashFormat("stack segment", _re(r"^stack segment: "), "stack segment fault in {func}"),
     CrashFormat("double fault", _re(r"^PANIC: double fault"), "PANIC: double fault in {func}",
                 panicked=True),
-    CrashFormat("stack guard page", _re(r"^BUG: stack guard page was hit"),
+    CrashFormat("stack guard page", _re(r"^BUG: (?:TASK )?stack guard page was hit"),
                 "BUG: stack guard page was hit in {func}"),
     # --- BUG_ON and friends ----------------------------------------------------------------------
     CrashFormat("corrupted list",
@@ -123,20 +161,27 @@ FORMATS: tuple[CrashFormat, ...] = (
                 "BUG: corrupted list in {func}", GUILTY_STACK, skip=_LIST_SKIP),
     CrashFormat("kernel BUG", _re(r"^kernel BUG at (?P<file>\S+?):\d+!?"), "kernel BUG in {func}"),
     CrashFormat("invalid opcode", _re(r"^invalid opcode: "), "invalid opcode in {func}"),
-    CrashFormat("Oops", _re(r"^Oops: [0-9a-fx]+ \[#\d+\]|^Internal error: "), "Oops in {func}"),
+    CrashFormat("Internal error", _re(r"^Internal error: "), "Internal error in {func}"),
+    CrashFormat("Unhandled fault", _re(r"^Unhandled fault"), "Unhandled fault in {func}"),
+    CrashFormat("Oops", _re(r"^Oops: [0-9a-fx]+ \[#\d+\]"), "Oops in {func}"),
+    CrashFormat("dentry in use", _re(r"^BUG: Dentry .* still in use"),
+                "BUG: Dentry still in use in {func}", GUILTY_STACK),
     # --- lockups and stalls ----------------------------------------------------------------------
     CrashFormat("soft lockup", _re(r"BUG: soft lockup - CPU#\d+ stuck"),
-                "BUG: soft lockup in {func}"),
+                # The RIP is where the CPU spins: the most useful name for a module author.
+                "BUG: soft lockup in {func}", ("rip", "task")),
     CrashFormat("hard lockup", _re(r"Watchdog detected hard LOCKUP on cpu"),
                 "BUG: hard lockup in {func}"),
-    CrashFormat("hung task", _re(r"^INFO: task .+:\d+ blocked for more than \d+ seconds"),
+    CrashFormat("hung task",
+                _re(r"^INFO: task .+:\d+ blocked (?:in I/O wait )?for more than \d+ seconds"),
                 "INFO: task hung in {func}", GUILTY_STACK),
     CrashFormat("task can't die", _re(r"^INFO: task .+:\d+ can't die for more than"),
                 "INFO: task can't die in {func}", GUILTY_STACK),
     CrashFormat("rcu stall",
                 _re(r"^(?:rcu: )?INFO: rcu_(?:sched|preempt|bh) (?:self-)?detected (?:stall|"
-                    r"expedited stall)|^(?:rcu: )?INFO: rcu_(?:sched|preempt|bh) detected stalls"),
-                "INFO: rcu detected stall in {func}", GUILTY_STACK),
+                    r"expedited stall)|^(?:rcu: )?INFO: rcu_(?:sched|preempt|bh) detected stalls|"
+                    r"^INFO: rcu_tasks(?:_trace)? detected stalls"),
+                "INFO: rcu detected stall in {func}", GUILTY_TASK),
     CrashFormat("workqueue lockup", _re(r"^BUG: workqueue lockup"), "BUG: workqueue lockup",
                 no_func=True),
     # --- context violations ----------------------------------------------------------------------
@@ -152,6 +197,13 @@ FORMATS: tuple[CrashFormat, ...] = (
                 "BUG: spinlock {what} in {func}", GUILTY_STACK),
     CrashFormat("bad page state", _re(r"^BUG: Bad page (?P<what>state|map)"),
                 "BUG: Bad page {what} in {func}", GUILTY_STACK),
+    CrashFormat("slab debug", _re(r"^BUG [\w.-]+ \([^)]*\): (?P<what>[^,]+?)\s*$"),
+                "BUG: {what}", no_func=True),
+    CrashFormat("slab debug", _re(r"^INFO: (?P<event>Allocated|Freed) in " + FUNC +
+                                  r" (?P<rest>age=.*)$"),
+                "INFO: {event} in {func} {rest}", no_func=False),
+    CrashFormat("busy inodes", _re(r"^VFS: Busy inodes after unmount"),
+                "VFS: Busy inodes after unmount (use-after-free)", no_func=True),
     CrashFormat("bad rss", _re(r"^BUG: Bad rss-counter state"), "BUG: Bad rss-counter state",
                 no_func=True),
     CrashFormat("bad usercopy",
@@ -177,17 +229,30 @@ FORMATS: tuple[CrashFormat, ...] = (
     CrashFormat("refcount", _re(r"^refcount_t: (?P<what>[\w-]+)"),
                 "WARNING: refcount bug in {func}", GUILTY_STACK),
     CrashFormat("ODEBUG", _re(r"^ODEBUG: \w+"), "WARNING: ODEBUG bug in {func}", GUILTY_STACK),
+    CrashFormat("locking bug", _re(r"^WARNING: CPU: \d+ PID: \d+ at kernel/locking/lockdep\.c"),
+                "WARNING: locking bug in {func}", GUILTY_STACK),
+    CrashFormat("kmalloc bug", _re(r"^WARNING: CPU: \d+ PID: \d+ at mm/slab_common\.c"),
+                "WARNING: kmalloc bug in {func}", GUILTY_STACK),
+    CrashFormat("kobject bug", _re(r"^WARNING: CPU: \d+ PID: \d+ at lib/kobject\.c"),
+                "WARNING: kobject bug in {func}", GUILTY_STACK),
     CrashFormat("WARNING",
                 _re(r"^WARNING: (?:CPU: \d+ PID: \d+ |at )?(?:at )?\S+:\d+ " + FUNC),
                 "WARNING in {func}", GUILTY_OOPS),
     CrashFormat("WARNING", _re(r"^WARNING: CPU: \d+ PID: \d+ at " + FUNC),
                 "WARNING in {func}", GUILTY_OOPS),
-    CrashFormat("WARNING", _re(r"^WARNING: kernel stack (?P<what>regs|frame pointer) at \S+ in "
+    CrashFormat("WARNING", _re(r"^WARNING: \S+:\d+ at " + FUNC + r", CPU#\d+"),
+                "WARNING in {func}", GUILTY_OOPS),
+    CrashFormat("WARNING", _re(r"^WARNING: kernel stack (?P<what>regs|frame pointer) at\s.*? in "
                                r"\S+ has bad (?P<value>'bp' value|value)"),
                 "WARNING: kernel stack {what} has bad {value}", no_func=True),
     CrashFormat("WARNING", _re(r"^WARNING: (?P<what>[a-z][^:]*?)$"), "WARNING: {what}",
                 no_func=True),
     # --- panics ----------------------------------------------------------------------------------
+    CrashFormat("kernel panic", _re(r"^Kernel panic - not syncing: stack-protector: Kernel stack "
+                                    r"is corrupted in: (?:" + FUNC + ")?"),
+                "kernel panic: stack is corrupted in {func}", GUILTY_OOPS, panicked=True),
+    CrashFormat("kernel panic", _re(r"^Kernel panic - not syncing: corrupted stack end detected"),
+                "kernel panic: corrupted stack end in {func}", GUILTY_STACK, panicked=True),
     CrashFormat("kernel panic", _re(r"^Kernel panic - not syncing: (?P<message>Fatal exception)"),
                 "kernel panic: {message}", no_func=True, panicked=True),
     CrashFormat("kernel panic", _re(r"^Kernel panic - not syncing: (?P<message>.*?)"
@@ -198,6 +263,9 @@ FORMATS: tuple[CrashFormat, ...] = (
                 "BUG: {what} in {func}", GUILTY_STACK),
 )
 
+# The interrupt-context parts of a stack dump, whose frames are the reporter, not the culprit.
+IRQ_START = _re(r"^<(?:IRQ|NMI|EOI)>$")
+IRQ_END = _re(r"^</?(?:IRQ|NMI|EOI)>$|^<TASK>$")
 # Lockdep's lines naming where a lock was taken: "(&lock){+.+.}, at: func+0x1/0x2".
 LOCK_AT = _re(r"\bat: (?:\[<[0-9a-f]+>\]\s*)?" + FUNC)
 # Noise before a header: a login prompt, a syzkaller date, old lockdep's "[ ... ]" frame.
@@ -205,7 +273,7 @@ HEADER_PREFIX = _re(r"^(?:\S+ login: |\d{4}/\d\d/\d\d \d\d:\d\d:\d\d |\[ )")
 # Header lines that continue the report already open instead of starting a new one.
 FOLLOW_UPS = _re(
     r"^(?:Oops: [0-9a-fx]+ \[#\d+\]|invalid opcode: |Internal error: |"
-    r"Kernel panic - not syncing: (?:Fatal exception|panic_on_warn|softlockup: hung|"
+    r"Kernel panic - not syncing: (?:Fatal exception|(?:kernel: )?panic_on_warn|softlockup: hung|"
     r"hung_task: blocked|Attempted to kill init|Aiee)|"
     r"WARNING: CPU: \d+ PID: \d+ at \S*(?:list_debug|refcount|debugobjects)\.c)"
 )
