@@ -171,6 +171,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grade(args: argparse.Namespace) -> int:
+    from harness.grade.runner import grade
+    from harness.grade.spec import SpecError
+
+    vm_args = [f"--vm-driver={args.driver}", f"--vm-memory={args.memory}",
+               f"--vm-cpus={args.cpus}"] + ([f"--vm-box={args.box}"] if args.box else [])
+    if args.keep_vm:
+        vm_args.append("--vm-keep")
+    try:
+        results = grade(Path(args.submissions), Path(args.spec), Path(args.out), jobs=args.jobs,
+                        regrade=args.regrade, vm_args=vm_args)  # the VM of the current folder
+    except (SpecError, ValueError) as err:
+        print(f"harness grade: {err}", file=sys.stderr)
+        return 2
+    for r in sorted(results, key=lambda r: r.student):
+        print(f"{r.student:28} {r.score:6g} / {r.max_score:g}  {r.status}"
+              f"{'  ' + r.reason if r.reason else ''}")
+    print(f"reports in {args.out}: gradebook.csv, junit.xml, gradescope/, report.html")
+    return 1 if any(r.status == "incomplete" for r in results) else 0
+
+
 def _add_vm_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box", help="catalogue entry (default: the catalogue's default)")
     parser.add_argument("--driver", default="auto", choices=["auto", "kvm", "qemu"],
@@ -215,6 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-loaded", action="store_true", help="do not rmmod at the end")
     _add_vm_options(run)
     run.set_defaults(func=cmd_run)
+
+    grade = sub.add_parser("grade", help="grade a folder of homework submissions")
+    grade.add_argument("submissions", help="folder with one folder, .zip or .tar.gz per student")
+    grade.add_argument("--spec", required=True, help="the assignment's spec (YAML)")
+    grade.add_argument("--out", required=True, help="where results and reports go")
+    grade.add_argument("--jobs", type=int, default=1, help="VMs grading in parallel")
+    grade.add_argument("--regrade", action="store_true", help="grade everyone again")
+    grade.add_argument("--keep-vm", action="store_true", help="leave the VM(s) running")
+    _add_vm_options(grade)
+    grade.set_defaults(func=cmd_grade)
 
     vm = sub.add_parser("vm", help="the test VM: up, status, ssh, destroy")
     vm_sub = vm.add_subparsers(dest="vm_command", required=True)

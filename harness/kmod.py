@@ -113,6 +113,9 @@ class Module:
     build_result: BuildResult | None = field(default=None, init=False)
     last_sync: SyncResult | None = field(default=None, init=False)
     history: list[str] = field(default_factory=list, init=False)  # what was done, for reports
+    # Set when init/exit hung or crashed, even if the test caught the exception.
+    hung: str | None = field(default=None, init=False)
+    crashed: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.source_dir = Path(self.source_dir)
@@ -178,7 +181,9 @@ class Module:
         try:
             result = self.transport.run(command, sudo=True, timeout=timeout)
         except CommandTimeout as err:
-            raise ModuleHung(self.name, "init", timeout) from err
+            hang = ModuleHung(self.name, "init", timeout)
+            self.hung = str(hang)
+            raise hang from err
         return self._judge(result, "init", capture)
 
     def unload(self, timeout: float = UNLOAD_TIMEOUT_S) -> CommandResult:
@@ -189,7 +194,9 @@ class Module:
         try:
             result = self.transport.run(["rmmod", self.name], sudo=True, timeout=timeout)
         except CommandTimeout as err:
-            raise ModuleHung(self.name, "exit", timeout) from err
+            hang = ModuleHung(self.name, "exit", timeout)
+            self.hung = str(hang)
+            raise hang from err
         if not result.ok and result.exit_status not in CRASH_EXIT:
             raise UnloadError(f"unloading {self.name} failed: {result.stderr.strip()}")
         return self._judge(result, "exit", capture)
@@ -197,7 +204,9 @@ class Module:
     def _judge(self, result: CommandResult, phase: str, capture: Capture) -> CommandResult:
         assert self.name is not None
         if result.exit_status in CRASH_EXIT:
-            raise KernelCrashed(self.name, phase, result, _safe_lines(capture))
+            crash = KernelCrashed(self.name, phase, result, _safe_lines(capture))
+            self.crashed = f"the kernel crashed in {self.name}'s {phase}"
+            raise crash
         if not result.ok:
             raise LoadError(self.name, result, _safe_lines(capture))
         return result

@@ -9,6 +9,7 @@ or new taint fails it with the symbolized report, and the next test gets a clean
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="use the VM that is already running instead of booting one")
     group.addoption("--vm-keep", action="store_true",
                     help="leave the VM running at the end (the next --vm-reuse starts fast)")
+    group.addoption("--vm-project", default=None,
+                    help="folder whose .harness/ holds the VM (default: the rootdir), so other "
+                    "tools (harness run, harness grade) can share one VM")
     group.addoption("--vm-skip-unavailable", action="store_true",
                     help="skip vm tests when no VM can be had (default: fail them)")
     parser.addini("harness_ignore_oops", type="linelist", default=[],
@@ -49,6 +53,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "expect_oops(*patterns): the test must crash the kernel with a report whose "
         "kind or title matches one of the patterns")
     config.addinivalue_line("markers", "points(n): points the test is worth when grading")
+    config.addinivalue_line(
+        "markers", "vm_isolate(key): a test whose key differs from the previous test's starts "
+        "on a freshly restored kernel (the grader keys tests by student)")
 
 
 @pytest.fixture(scope="session")
@@ -63,9 +70,12 @@ def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
     options = VMOptions(box=config.getoption("--vm-box"), driver=config.getoption("--vm-driver"),
                         memory=config.getoption("--vm-memory"),
                         cpus=config.getoption("--vm-cpus"))
-    project = Path(config.rootpath)
+    project = Path(config.getoption("--vm-project") or config.rootpath)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
     try:
-        vm = make_vm(options, project, log=sys.stderr)
+        # Each xdist worker gets a VM of its own (its own state folder and libvirt domain).
+        vm_dir = project / ".harness" / "workers" / worker if worker else project
+        vm = make_vm(options, vm_dir, log=sys.stderr, catalogue_dir=project)
         checks = doctor.run_checks(vm.settings.box, fix=False, with_accel=False)
         if any(c.failed for c in checks):
             raise RuntimeError("the host is not ready:\n" + doctor.report(checks))
@@ -97,6 +107,11 @@ def _harness_test_run(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     session: HarnessSession = request.getfixturevalue("harness_session")
+    isolate = item.get_closest_marker("vm_isolate")
+    if isolate is not None:
+        note = session.isolate(str(isolate.args[0]), archive_as=item.nodeid)
+        if note:
+            item.add_report_section("setup", "harness", note)
     marker = item.get_closest_marker("expect_oops")
     expected = [str(a) for a in marker.args] or [""] if marker else None
     run = session.new_test(item.nodeid, expected)

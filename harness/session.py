@@ -23,9 +23,12 @@ class VMOptions:
     boxes_file: Path | None = None
 
 
-def make_vm(options: VMOptions, project_dir: Path, log=None) -> VM:
+def make_vm(options: VMOptions, project_dir: Path, log=None,
+            catalogue_dir: Path | None = None) -> VM:
+    """The VM whose state lives in ``project_dir/.harness``; boxes.yaml is looked up in
+    ``catalogue_dir`` (default: the same folder)."""
     log = log or sys.stderr
-    catalogue = load_catalogue(options.boxes_file, project_dir=project_dir)
+    catalogue = load_catalogue(options.boxes_file, project_dir=catalogue_dir or project_dir)
     box = catalogue.get(options.box)
     driver, probe = accel.choose_driver(options.driver)
     if probe is not None and not probe.kvm_works:
@@ -38,7 +41,15 @@ def make_vm(options: VMOptions, project_dir: Path, log=None) -> VM:
 
 
 def ready_vm(vm: VM, reuse: bool = True) -> VM:
-    """Up (or reused), reachable over SSH, with a clean snapshot to come back to."""
+    """Up (or reused), reachable over SSH, with a clean snapshot to come back to.
+
+    A reused VM is first put back to its clean snapshot: whatever ran before (a person, or a
+    run that was interrupted in the middle of a crash) leaves nothing behind.
+    """
+    if reuse and vm.is_running() and vm.has_snapshot():
+        vm.say("reusing the running VM from its clean snapshot")
+        vm.restore_snapshot(archive_as="before-reuse")
+        return vm
     if not (reuse and vm.is_running()):
         vm.up()
     vm.wait_for_ssh()

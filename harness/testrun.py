@@ -87,6 +87,15 @@ class HarnessSession:
     guest: Guest
     ignore_titles: list[str] = field(default_factory=list)
     restores: int = 0
+    clean: bool = True  # nothing ran since the kernel was last booted or restored
+    isolation_key: str | None = None
+
+    def isolate(self, key: str, archive_as: str) -> str | None:
+        """A clean kernel when ``key`` (e.g. a student) differs from the previous test's."""
+        previous, self.isolation_key = self.isolation_key, key
+        if previous is None or previous == key or self.clean:
+            return None
+        return self.restore_clean(archive_as=archive_as)
 
     def restore_clean(self, archive_as: str) -> str:
         """Get a clean kernel back; says what it did. Snapshot, then reboot, then a new VM."""
@@ -100,6 +109,7 @@ class HarnessSession:
             try:
                 seconds = action()
                 self.restores += 1
+                self.clean = True
                 archived = self.vm.state / "serial" / f"{archive_as}.log"
                 kept = f"; serial log kept in {archived}" if archived.exists() else ""
                 return f"restored a clean kernel by {name} in {seconds:.1f} s{kept}"
@@ -121,6 +131,7 @@ class HarnessSession:
         return time.monotonic() - started
 
     def new_test(self, name: str, expect_oops: list[str] | None = None) -> TestRun:
+        self.clean = False
         run = TestRun(self, name, expect_oops)
         run.start()
         return run
@@ -156,10 +167,13 @@ class TestRun:
         verdict = Verdict(expected_oops=self.expect_oops)
         if isinstance(test_error, ModuleHung):
             verdict.hung = str(test_error)
+        # A test may have caught the exception; the module remembers.
+        verdict.hung = verdict.hung or next((m.hung for m in self.modules if m.hung), None)
+        crashed = any(m.crashed for m in self.modules)
         alive = verdict.hung is None and not isinstance(test_error, TransportError)
         if isinstance(test_error, TransportError):
             verdict.guest_died = str(test_error)
-        if alive and not isinstance(test_error, KernelCrashed):
+        if alive and not crashed and not isinstance(test_error, KernelCrashed):
             alive = self._unload_leftovers(verdict)
         lines = self._kernel_lines(verdict, alive)
         reports = detect(lines, ignore=self.session.ignore_titles)

@@ -236,7 +236,9 @@ class SSHTransport(Transport):
         """Start a command; a stale connection (e.g. after a snapshot revert) is redialled once."""
         for attempt in (1, 2):
             try:
-                channel = self.client().get_transport().open_session()  # type: ignore[union-attr]
+                # Bounded: a guest whose CPUs are stuck never answers the channel request.
+                channel = self.client().get_transport().open_session(  # type: ignore[union-attr]
+                    timeout=self.connect_timeout)
                 channel.settimeout(1.0)
                 channel.exec_command(text)
                 if stdin is not None:

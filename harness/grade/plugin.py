@@ -1,0 +1,152 @@
+"""The pytest side of grading: one session parametrized over the students.
+
+Loaded with ``-p harness.grade.plugin --grade-manifest FILE``. Every test of the assignment that
+asks for ``submission`` or ``student_module`` runs once per student; a student's tests stay on
+one xdist worker (``xdist_group``) and start on a freshly restored kernel (``vm_isolate``).
+Each finished test is written at once, atomically, to ``OUT/students/NAME/tests/TEST.json``, so
+an interrupted run loses nothing already graded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.grade.spec import Spec, load_spec
+from harness.kmod import Module
+
+STUDENT_STARTED: dict[str, float] = {}
+
+
+@dataclass(frozen=True)
+class Submission:
+    name: str
+    module_dir: Path
+    spec: Spec
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("harness").addoption("--grade-manifest", help="grading manifest (internal)")
+
+
+def _manifest(config: pytest.Config) -> dict:
+    path = config.getoption("--grade-manifest")
+    if not path:
+        raise pytest.UsageError("harness.grade.plugin needs --grade-manifest")
+    return json.loads(Path(path).read_text())
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "submission" not in metafunc.fixturenames:
+        return
+    students = sorted(_manifest(metafunc.config)["students"])
+    metafunc.parametrize("submission", students, ids=students, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    manifest = _manifest(config)
+    names = set()
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or "submission" not in callspec.params:
+            continue
+        student = callspec.params["submission"]
+        item.add_marker(pytest.mark.xdist_group(student))
+        item.add_marker(pytest.mark.vm_isolate(student))
+        names.add(item.originalname)  # type: ignore[attr-defined]
+    _atomic_write(Path(manifest["out"]) / "expected-tests.json", json.dumps(sorted(names)))
+
+
+@pytest.fixture
+def submission(request: pytest.FixtureRequest) -> Submission:
+    manifest = _manifest(request.config)
+    entry = manifest["students"][request.param]
+    return Submission(request.param, Path(entry["module_dir"]), load_spec(Path(manifest["spec"])))
+
+
+@pytest.fixture
+def student_module(submission: Submission, kmod) -> Module:
+    """The student's module, checked for the required files, built with the spec's flags."""
+    missing = [f for f in submission.spec.required_files
+               if not (submission.module_dir / f).is_file()]
+    if missing:
+        pytest.fail(f"missing required file(s): {', '.join(missing)}", pytrace=False)
+    return kmod(submission.module_dir, extra_cflags=submission.spec.extra_cflags)
+
+
+def _student(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("submission") if callspec else None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    student = _student(item)
+    if student is None:
+        return
+    spec = load_spec(Path(_manifest(item.config)["spec"]))
+    started = STUDENT_STARTED.setdefault(student, time.monotonic())
+    if time.monotonic() - started > spec.student_timeout_s:
+        pytest.fail(f"the student's time limit ({spec.student_timeout_s:g} s) is used up",
+                    pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    report: pytest.TestReport = yield
+    student = _student(item)
+    if student is None:
+        return report
+    marker = item.get_closest_marker("points")
+    points = float(marker.args[0]) if marker and marker.args else 1.0
+    report.user_properties += [("student", student), ("test", item.originalname),  # type: ignore[attr-defined]
+                               ("points", points)]
+    from harness.plugin import RUN_KEY
+
+    run = item.stash.get(RUN_KEY, None)
+    if run is not None and call.when == "call":
+        if run.verdict is not None:
+            report.user_properties.append(("crashes", [
+                {"title": r.title, "location": r.location, "source": r.source_line,
+                 "module_function": r.module_function} for r in run.verdict.reports]))
+            report.user_properties.append(("kernel_lines", run.verdict.kernel_lines[-200:]))
+        builds = [m.build_result for m in run.modules if m.build_result is not None]
+        if builds:
+            report.user_properties.append(("diagnostics", [
+                {"file": d.file, "line": d.line, "severity": d.severity, "message": d.message}
+                for d in builds[-1].diagnostics]))
+    return report
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    props = dict(report.user_properties)
+    if "student" not in props or os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # records are written once, by the controller (or a non-xdist session)
+    if not (report.when == "call" or (report.when == "setup" and not report.passed)):
+        return
+    out = Path(os.environ["HARNESS_GRADE_OUT"])
+    message = ""
+    if report.failed:
+        message = str(report.longrepr)[-4000:]
+    elif report.skipped and isinstance(report.longrepr, tuple):
+        message = report.longrepr[2]
+    record = {
+        "test": props["test"], "outcome": report.outcome, "points": props["points"],
+        "earned": props["points"] if report.passed else 0.0, "message": message,
+        "seconds": round(report.duration, 2), "crashes": props.get("crashes", []),
+        "diagnostics": props.get("diagnostics", []),
+        "kernel_lines": props.get("kernel_lines", []),
+    }
+    path = out / "students" / props["student"] / "tests" / f"{props['test']}.json"
+    _atomic_write(path, json.dumps(record, indent=1))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,181 @@
+"""``harness grade``: unpack the submissions, run the assignment's tests in the guest, score.
+
+Submissions already graded (``OUT/students/NAME/result.json``) are skipped unless ``regrade``.
+The tests run as one pytest session with :mod:`harness.grade.plugin`; ``jobs > 1`` hands the
+students to pytest-xdist workers, each with its own VM. Student code is only ever built and run
+inside the guest: on the host it is unpacked and copied, never executed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.grade.extract import SUFFIXES, UnsafeSubmission, extract, student_name
+from harness.grade.plugin import _atomic_write
+from harness.grade.spec import Spec, late_penalty_percent, load_spec
+
+
+@dataclass
+class StudentResult:
+    student: str
+    score: float
+    max_score: float
+    status: str  # graded | rejected | incomplete
+    reason: str = ""
+    late_penalty_percent: float = 0.0
+    warning_penalty: float = 0.0
+    tests: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def find_submissions(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not (path.is_dir() or path.name.endswith(SUFFIXES)):
+            continue
+        found[student_name(path)] = path
+    return found
+
+
+def max_points(spec: Spec) -> dict[str, float]:
+    """Points per test function of the assignment's test file, read by collecting it."""
+    return json.loads(
+        subprocess.run(
+            [sys.executable, "-c", _COLLECT_POINTS, str(spec.tests)],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )
+
+
+_COLLECT_POINTS = """
+import json, sys, importlib.util
+spec = importlib.util.spec_from_file_location("assignment_tests", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+points = {}
+for name, func in vars(module).items():
+    if name.startswith("test") and callable(func):
+        marks = [m for m in getattr(func, "pytestmark", []) if m.name == "points"]
+        points[name] = float(marks[0].args[0]) if marks else 1.0
+print(json.dumps(points))
+"""
+
+
+def score_student(name: str, out: Path, spec: Spec, points: dict[str, float],
+                  submitted: dt.datetime) -> StudentResult:
+    tests_dir = out / "students" / name / "tests"
+    records = {p.stem: json.loads(p.read_text()) for p in sorted(tests_dir.glob("*.json"))}
+    total = sum(points.values())
+    if set(points) - set(records):
+        missing = ", ".join(sorted(set(points) - set(records)))
+        return StudentResult(name, 0.0, total, "incomplete", f"not run yet: {missing}",
+                             tests=list(records.values()))
+    earned = sum(r["earned"] for r in records.values())
+    warnings = {(d["file"], d["line"], d["message"]) for r in records.values()
+                for d in r.get("diagnostics", []) if d["severity"] == "warning"}
+    warning_penalty = spec.warning_penalty * len(warnings) if spec.warnings == "penalize" else 0
+    late = late_penalty_percent(spec, submitted)
+    score = max(0.0, earned - warning_penalty) * (1 - late / 100)
+    return StudentResult(name, round(score, 2), total, "graded",
+                         late_penalty_percent=late, warning_penalty=warning_penalty,
+                         tests=[records[t] for t in points])
+
+
+def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade: bool = False,
+          vm_args: list[str] | None = None, log=None,
+          vm_project: Path | None = None) -> list[StudentResult]:
+    """Grade every submission; ``vm_project``: the folder whose VM to use (default: cwd)."""
+    log = log or sys.stderr
+    spec = load_spec(spec_path)
+    out = out.resolve()
+    (out / "students").mkdir(parents=True, exist_ok=True)
+    points = max_points(spec)
+    found = find_submissions(submissions)
+    if not found:
+        raise ValueError(f"{submissions}: no submissions (folders, .zip or .tar.gz) found")
+    pending: dict[str, dict] = {}
+    for name, path in found.items():
+        student_dir = out / "students" / name
+        if (student_dir / "result.json").is_file() and not regrade:
+            print(f"harness grade: {name}: already graded (use --regrade to redo)", file=log)
+            continue
+        shutil.rmtree(student_dir / "tests", ignore_errors=True)
+        (student_dir / "result.json").unlink(missing_ok=True)
+        try:
+            module_dir = extract(path, out / "work" / name, spec.max_archive_bytes, spec.max_files)
+        except UnsafeSubmission as err:
+            result = StudentResult(name, 0.0, sum(points.values()), "rejected", str(err))
+            _atomic_write(student_dir / "result.json", json.dumps(result.to_dict(), indent=1))
+            print(f"harness grade: {name}: rejected: {err}", file=log)
+            continue
+        pending[name] = {"module_dir": str(module_dir), "submitted": _mtime(path)}
+    if pending:
+        project = (vm_project or Path.cwd()).resolve()
+        args = [f"--vm-project={project}", *(vm_args or [])]
+        if _vm_running(project):
+            args.append("--vm-reuse")  # someone's VM: use it from its clean snapshot, keep it
+        _run_tests(spec, out, pending, jobs, args, log)
+    results = []
+    for name, path in found.items():
+        result_file = out / "students" / name / "result.json"
+        if name in pending:
+            result = score_student(name, out, spec, points, _mtime_dt(path))
+            if result.status == "graded":
+                _atomic_write(result_file, json.dumps(result.to_dict(), indent=1))
+        elif result_file.is_file():
+            result = StudentResult(**json.loads(result_file.read_text()))
+        else:
+            continue
+        results.append(result)
+    from harness.grade.report import write_reports
+
+    write_reports(results, spec, out)
+    return results
+
+
+def _vm_running(project: Path) -> bool:
+    from harness.vm import VM, VMSettings
+
+    if not (project / ".harness").is_dir():
+        return False
+    try:
+        from harness.boxes import load_catalogue
+
+        box = load_catalogue(project_dir=project).get(None)
+        return VM(VMSettings(box=box), project_dir=project).is_running()
+    except Exception:  # noqa: BLE001 - no VM, no Vagrant, a broken state folder: not running
+        return False
+
+
+def _mtime(path: Path) -> str:
+    return _mtime_dt(path).isoformat()
+
+
+def _mtime_dt(path: Path) -> dt.datetime:
+    return dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.timezone.utc)
+
+
+def _run_tests(spec: Spec, out: Path, pending: dict[str, dict], jobs: int,
+               vm_args: list[str], log) -> None:
+    manifest = out / "manifest.json"
+    _atomic_write(manifest, json.dumps({"spec": str(spec.path), "out": str(out),
+                                        "students": pending}, indent=1))
+    argv = [sys.executable, "-m", "pytest", str(spec.tests), "-p", "harness.grade.plugin",
+            f"--grade-manifest={manifest}", f"--rootdir={out}", "-p", "no:cacheprovider",
+            "-o", "addopts=", "-v", *vm_args]
+    if jobs > 1:
+        argv += ["-n", str(jobs), "--dist", "loadgroup"]
+    print(f"harness grade: {len(pending)} submission(s), {jobs} VM(s): {' '.join(argv)}",
+          file=log, flush=True)
+    env = {**os.environ, "HARNESS_GRADE_OUT": str(out)}
+    # Progress: pytest's own verbose lines, one per test and student.
+    subprocess.run(argv, cwd=out, env=env, check=False, stdout=log, stderr=subprocess.STDOUT)

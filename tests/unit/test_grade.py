@@ -1,0 +1,177 @@
+"""Grading without a VM: the spec, safe extraction, scoring and the reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from harness.grade.extract import UnsafeSubmission, extract, student_name
+from harness.grade.report import gradebook_csv, gradescope, html_report, junit_xml
+from harness.grade.runner import StudentResult, find_submissions, max_points, score_student
+from harness.grade.spec import SpecError, late_penalty_percent, load_spec
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "llist-assignment"
+
+
+def test_the_example_spec_loads():
+    spec = load_spec(EXAMPLE / "assignment.yaml")
+    assert spec.module == "llist" and spec.required_files == ("llist.c", "Makefile")
+    assert spec.warnings == "penalize" and spec.test_timeout_s == 40
+    assert max_points(spec) == {"test_builds": 2.0, "test_prints_every_item": 3.0,
+                                "test_frees_every_item_on_unload": 3.0,
+                                "test_rejects_a_negative_count": 2.0}
+
+
+def _spec(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "t.py").write_text("def test_x(): pass\n")
+    path = tmp_path / "a.yaml"
+    path.write_text("assignment: a\nmodule: m\nrequired_files: [m.c]\ntests: t.py\n" + text)
+    return path
+
+
+@pytest.mark.parametrize(("extra", "error"), [
+    ("colour: red\n", r"a.yaml: unknown key 'colour'"),
+    ("build: {warnings: sometimes}\n", r"build: key 'warnings' must be allow, penalize or error"),
+    ("time_limits: {test_s: soon}\n", r"time_limits: key 'test_s' must be int or float"),
+    ("late: {penalty_percent_per_day: 5}\n", r"late: missing key\(s\) deadline"),
+    ("late: {deadline: yesterday}\n", r"late: key 'deadline' is not an ISO date-time"),
+])
+def test_spec_errors_name_the_key(tmp_path, extra, error):
+    with pytest.raises(SpecError, match=error):
+        load_spec(_spec(tmp_path, extra))
+
+
+def test_late_penalty_by_started_day(tmp_path):
+    spec = load_spec(_spec(tmp_path, "late: {deadline: '2026-01-01T00:00:00+00:00', "
+                                      "penalty_percent_per_day: 10, max_days: 3}\n"))
+    deadline = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert late_penalty_percent(spec, deadline) == 0
+    assert late_penalty_percent(spec, deadline + dt.timedelta(hours=1)) == 10
+    assert late_penalty_percent(spec, deadline + dt.timedelta(days=2, hours=1)) == 30
+    assert late_penalty_percent(spec, deadline + dt.timedelta(days=4)) == 100
+
+
+def _zip(path: Path, members: dict[str, str], symlink: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+        if symlink:
+            info = zipfile.ZipInfo("link")
+            info.external_attr = (0o120777 << 16)
+            zf.writestr(info, symlink)
+    return path
+
+
+def test_a_good_zip_unpacks_to_its_module_folder(tmp_path):
+    archive = _zip(tmp_path / "alice.zip", {"alice/Makefile": "obj-m += m.o\n", "alice/m.c": ""})
+    root = extract(archive, tmp_path / "out")
+    assert root == tmp_path / "out" / "alice" and (root / "Makefile").is_file()
+    assert student_name(archive) == "alice"
+
+
+@pytest.mark.parametrize(("members", "symlink", "reason"), [
+    ({"../../evil.c": "x"}, None, "escaping the folder"),
+    ({"/etc/cron.d/evil": "x"}, None, "absolute path"),
+    ({"m.c": "x"}, "/etc/passwd", "symlink"),
+    ({f"f{i}.c": "" for i in range(300)}, None, "too many files"),
+])
+def test_unsafe_zips_are_refused_and_nothing_lands_outside(tmp_path, members, symlink, reason):
+    archive = _zip(tmp_path / "bad.zip", members, symlink)
+    with pytest.raises(UnsafeSubmission, match=reason):
+        extract(archive, tmp_path / "out")
+    assert not (tmp_path / "evil.c").exists() and not (tmp_path / "out").exists()
+
+
+def _tar(path: Path, add) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        add(tf)
+    return path
+
+
+def test_tar_links_and_devices_are_refused(tmp_path):
+    def with_link(tf):
+        info = tarfile.TarInfo("m.c")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/shadow"
+        tf.addfile(info)
+
+    def with_hardlink(tf):
+        info = tarfile.TarInfo("m.c")
+        info.type, info.linkname = tarfile.LNKTYPE, "../../etc/shadow"
+        tf.addfile(info)
+
+    def with_fifo(tf):
+        info = tarfile.TarInfo("pipe")
+        info.type = tarfile.FIFOTYPE
+        tf.addfile(info)
+
+    for name, add in (("a", with_link), ("b", with_hardlink), ("c", with_fifo)):
+        with pytest.raises(UnsafeSubmission):
+            extract(_tar(tmp_path / f"{name}.tar.gz", add), tmp_path / name)
+
+
+def test_a_too_large_tar_is_refused(tmp_path):
+    def big(tf):
+        data = b"x" * 4096
+        info = tarfile.TarInfo("m.c")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+
+    with pytest.raises(UnsafeSubmission, match="more than"):
+        extract(_tar(tmp_path / "big.tar.gz", big), tmp_path / "out", max_bytes=1000)
+
+
+def test_a_broken_archive_is_a_reason_not_a_crash(tmp_path):
+    bad = tmp_path / "broken.zip"
+    bad.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(UnsafeSubmission, match="cannot be read"):
+        extract(bad, tmp_path / "out")
+
+
+def test_example_submissions_are_found():
+    names = set(find_submissions(EXAMPLE / "submissions"))
+    expected = set(__import__("yaml").safe_load((EXAMPLE / "expected-scores.yaml").read_text()))
+    assert names == expected
+
+
+def _record(test, points, passed, diagnostics=()):
+    return {"test": test, "outcome": "passed" if passed else "failed", "points": points,
+            "earned": points if passed else 0.0, "message": "" if passed else "boom",
+            "seconds": 1.0, "crashes": [], "diagnostics": list(diagnostics),
+            "kernel_lines": ["[ 1.0] llist: created 4 items"]}
+
+
+def test_scoring_with_warning_penalty_and_incomplete_students(tmp_path):
+    spec = load_spec(EXAMPLE / "assignment.yaml")
+    points = max_points(spec)
+    tests = tmp_path / "students" / "bob" / "tests"
+    tests.mkdir(parents=True)
+    warning = {"file": "llist.c", "line": 29, "severity": "warning", "message": "unused"}
+    for name, value in points.items():
+        (tests / f"{name}.json").write_text(json.dumps(_record(name, value, True, [warning])))
+    now = dt.datetime.now(dt.timezone.utc)
+    bob = score_student("bob", tmp_path, spec, points, now)
+    assert (bob.status, bob.score, bob.max_score, bob.warning_penalty) == ("graded", 9, 10, 1)
+    (tests / "test_builds.json").unlink()
+    assert score_student("bob", tmp_path, spec, points, now).status == "incomplete"
+
+
+def test_reports_carry_every_student(tmp_path):
+    spec = load_spec(EXAMPLE / "assignment.yaml")
+    good = StudentResult("alice", 10, 10, "graded",
+                         tests=[_record("test_builds", 2, True)])
+    bad = StudentResult("mallory", 0, 10, "rejected", "path escaping the folder: '../x'")
+    csv_text = gradebook_csv([good, bad])
+    assert "alice,10,10,graded" in csv_text and "mallory,0,10,rejected" in csv_text
+    assert gradescope(good)["tests"][0] == {"name": "test_builds", "score": 2, "max_score": 2,
+                                            "status": "passed", "output": ""}
+    assert "escaping" in gradescope(bad)["output"]
+    xml = junit_xml([good, bad], spec)
+    assert 'name="alice"' in xml and "llist: created 4 items" in xml
+    page = html_report([good, bad], spec)
+    assert page.index("alice") < page.index("mallory") and "<details" in page

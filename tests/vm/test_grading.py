@@ -1,0 +1,73 @@
+"""`harness grade` on the example assignment, in the real guest: every synthetic submission
+gets its expected score, the reports are written, and a re-run grades nobody twice."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.vm
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "llist-assignment"
+
+
+def _grade(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", "grade", str(EXAMPLE / "submissions"),
+         "--spec", str(EXAMPLE / "assignment.yaml"), "--out", str(out), *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def graded(harness_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grades")
+    return _grade(out), out
+
+
+def test_every_example_submission_gets_its_expected_score(graded):
+    proc, out = graded
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    expected = yaml.safe_load((EXAMPLE / "expected-scores.yaml").read_text())
+    with open(out / "gradebook.csv") as handle:
+        got = {row["student"]: float(row["score"]) for row in csv.DictReader(handle)}
+    assert got == {name: float(score) for name, score in expected.items()}
+
+
+def test_reasons_and_crash_reports_reach_the_student(graded):
+    _, out = graded
+    slip = json.loads((out / "students" / "zip_slip" / "result.json").read_text())
+    assert slip["status"] == "rejected" and "escaping the folder" in slip["reason"]
+    assert not (out / "escaped.c").exists() and not (out / "work" / "escaped.c").exists()
+    blog = json.loads((out / "students" / "null_dereference_on_exit" / "result.json").read_text())
+    crashes = [c for t in blog["tests"] for c in t["crashes"]]
+    assert any(c["title"] == "BUG: unable to handle kernel NULL pointer dereference in llist_exit"
+               and c["location"] and "llist.c" in c["location"] for c in crashes)
+    broken = json.loads((out / "students" / "compile_error" / "result.json").read_text())
+    assert any("error:" in t["message"] and "llist.c:" in t["message"] for t in broken["tests"])
+    panic = json.loads((out / "students" / "panic_in_init" / "result.json").read_text())
+    assert any("kernel panic: llist: giving up" in c["title"]
+               for t in panic["tests"] for c in t["crashes"])
+
+
+def test_reports_are_written(graded):
+    _, out = graded
+    gradescope = json.loads((out / "gradescope" / "correct" / "results.json").read_text())
+    assert gradescope["score"] == 10 and len(gradescope["tests"]) == 4
+    assert "<html>" in (out / "report.html").read_text()
+    assert "testsuite" in (out / "junit.xml").read_text()
+
+
+def test_a_rerun_grades_nobody_twice(graded):
+    _, out = graded
+    again = _grade(out)
+    assert again.returncode == 0
+    assert again.stderr.count("already graded") == len(
+        yaml.safe_load((EXAMPLE / "expected-scores.yaml").read_text()))
+    assert "pytest" not in again.stderr  # no grading session was started
