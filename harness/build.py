@@ -167,8 +167,9 @@ class Builder:
             parse_diagnostics(log, {remote_dir: str(_display_path(source_dir))}),
             ko_files, seconds=round(time.monotonic() - started, 2),
         )
-        if result.ok:
-            self._store(cached, result)
+        # Failures are cached too: the same sources fail the same way for the same kernel, and
+        # a grader's every test would otherwise pay for the failing build again.
+        self._store(cached, result)
         return result
 
     def _store(self, cached: Path, result: BuildResult) -> None:
@@ -189,6 +190,11 @@ class Builder:
                release: str) -> BuildResult | None:
         """Put the cached .ko files back into the guest folder (after a revert wiped them)."""
         meta = json.loads((cached / "result.json").read_text())
+        log = (cached / "build.log").read_text()
+        diagnostics = [Diagnostic(**d) for d in meta.get("diagnostics", [])]
+        if meta["exit_status"] != 0:
+            return BuildResult(source_dir, remote_dir, release, meta["exit_status"], log,
+                               diagnostics, seconds=0.0, reused=True)
         ko_files, local = [], {}
         for rel in meta["ko_files"]:
             host_copy = cached / posixpath.basename(rel)
@@ -200,8 +206,6 @@ class Builder:
                 self.transport.put_bytes(host_copy.read_bytes(), remote)
             ko_files.append(remote)
             local[host_copy.stem.replace("-", "_")] = host_copy
-        log = (cached / "build.log").read_text()
-        diagnostics = [Diagnostic(**d) for d in meta.get("diagnostics", [])]
         return BuildResult(source_dir, remote_dir, release, 0, log, diagnostics, ko_files, local,
                            seconds=0.0, reused=True)
 

@@ -21,6 +21,15 @@ def cmd_box_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_box_digest(args: argparse.Namespace) -> int:
+    from harness.boxbuild import BUILDER_VERSION
+
+    box = _catalogue(args).get(args.name)
+    # Cloud boxes have no recipe: their name is what identifies them.
+    print(box.recipe.digest(BUILDER_VERSION) if box.recipe else box.vagrant_box.replace("/", "_"))
+    return 0
+
+
 def cmd_box_list(args: argparse.Namespace) -> int:
     catalogue = _catalogue(args)
     for name, box in catalogue.boxes.items():
@@ -214,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--mirror", help="Debian archive URL (default: the host's apt sources)")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
     build.set_defaults(func=cmd_box_build)
+    digest = box_sub.add_parser("digest", help="print the hash of a box's recipe (a cache key)")
+    digest.add_argument("name", nargs="?", help="catalogue entry (default: the default box)")
+    digest.set_defaults(func=cmd_box_digest)
     listing = box_sub.add_parser("list", help="list the catalogue")
     listing.set_defaults(func=cmd_box_list)
 

@@ -59,6 +59,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.xdist_group(student))
         item.add_marker(pytest.mark.vm_isolate(student))
         names.add(item.originalname)  # type: ignore[attr-defined]
+    # One student's tests back to back: a kernel restore per student, not per test.
+    order = {name: index for index, name in enumerate(sorted(manifest["students"]))}
+    items.sort(key=lambda item: order.get(_student(item) or "", -1))
     _atomic_write(Path(manifest["out"]) / "expected-tests.json", json.dumps(sorted(names)))
 
 

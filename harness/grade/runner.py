@@ -169,9 +169,12 @@ def _run_tests(spec: Spec, out: Path, pending: dict[str, dict], jobs: int,
     manifest = out / "manifest.json"
     _atomic_write(manifest, json.dumps({"spec": str(spec.path), "out": str(out),
                                         "students": pending}, indent=1))
+    # An ini file of its own: the grading session must not pick up a project's pytest settings.
+    ini = out / "pytest.ini"
+    _atomic_write(ini, "[pytest]\n")
     argv = [sys.executable, "-m", "pytest", str(spec.tests), "-p", "harness.grade.plugin",
-            f"--grade-manifest={manifest}", f"--rootdir={out}", "-p", "no:cacheprovider",
-            "-o", "addopts=", "-v", *vm_args]
+            f"--grade-manifest={manifest}", "-c", str(ini), f"--rootdir={out}",
+            "-p", "no:cacheprovider", "-v", *vm_args]
     if jobs > 1:
         argv += ["-n", str(jobs), "--dist", "loadgroup"]
     print(f"harness grade: {len(pending)} submission(s), {jobs} VM(s): {' '.join(argv)}",
