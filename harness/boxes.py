@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from harness.schema import Schema, check_keys
+
 PACKAGED_CATALOGUE = Path(__file__).parent / "data" / "boxes.yaml"
 
 
@@ -84,7 +86,7 @@ class Catalogue:
 
 
 # key -> (type, required).  The schema is data so an unknown key or a wrong type can be named.
-_BOX_KEYS: dict[str, tuple[type, bool]] = {
+_BOX_KEYS: Schema = {
     "source": (str, True),
     "vagrant_box": (str, True),
     "user": (str, True),
@@ -94,7 +96,7 @@ _BOX_KEYS: dict[str, tuple[type, bool]] = {
     "description": (str, False),
     "recipe": (dict, False),
 }
-_RECIPE_KEYS: dict[str, tuple[type, bool]] = {
+_RECIPE_KEYS: Schema = {
     "suite": (str, True),
     "packages": (list, True),
     "hostname": (str, False),
@@ -103,23 +105,8 @@ _RECIPE_KEYS: dict[str, tuple[type, bool]] = {
 _CHOICES = {"source": ("local", "cloud"), "package_manager": ("apt", "dnf")}
 
 
-def _check_keys(where: str, data: Any, schema: dict[str, tuple[type, bool]]) -> None:
-    if not isinstance(data, dict):
-        raise CatalogueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    for key, value in data.items():
-        if key not in schema:
-            allowed = ", ".join(schema)
-            raise CatalogueError(f"{where}: unknown key {key!r} (allowed: {allowed})")
-        wanted = schema[key][0]
-        if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
-            raise CatalogueError(
-                f"{where}: key {key!r} must be {wanted.__name__}, got {type(value).__name__}"
-            )
-        if key in _CHOICES and value not in _CHOICES[key]:
-            raise CatalogueError(f"{where}: key {key!r} must be one of {_CHOICES[key]}")
-    missing = [key for key, (_, required) in schema.items() if required and key not in data]
-    if missing:
-        raise CatalogueError(f"{where}: missing key(s) {', '.join(missing)}")
+def _check_keys(where: str, data: Any, schema: Schema) -> None:
+    check_keys(where, data, schema, CatalogueError, _CHOICES)
 
 
 def parse_catalogue(data: Any, path: Path) -> Catalogue:

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from harness.schema import Schema, check_keys
+
 
 class SpecError(ValueError):
     """The spec is invalid; the message names the file and the key."""
@@ -43,12 +45,13 @@ class Spec:
         return "-Werror" if self.warnings == "error" else ""
 
 
-_TOP: dict[str, tuple[type | tuple[type, ...], bool]] = {
+_TOP: Schema = {
     "assignment": (str, True), "module": (str, True), "required_files": (list, True),
     "tests": (str, True), "build": (dict, False), "time_limits": (dict, False),
     "limits": (dict, False), "late": (dict, False),
 }
-_BUILD = {"warnings": (str, False), "warning_penalty": ((int, float), False)}
+_CHOICES = {"warnings": ("allow", "penalize", "error")}
+_BUILD: Schema = {"warnings": (str, False), "warning_penalty": ((int, float), False)}
 _TIME = {"build_s": ((int, float), False), "test_s": ((int, float), False),
          "student_s": ((int, float), False)}
 _LIMITS = {"max_archive_mb": ((int, float), False), "max_files": (int, False)}
@@ -56,20 +59,8 @@ _LATE = {"deadline": ((str, dt.datetime), True), "penalty_percent_per_day": ((in
          "max_days": (int, False)}
 
 
-def _check(where: str, data: Any, schema: dict) -> None:
-    if not isinstance(data, dict):
-        raise SpecError(f"{where}: expected a mapping")
-    for key, value in data.items():
-        if key not in schema:
-            raise SpecError(f"{where}: unknown key {key!r} (allowed: {', '.join(schema)})")
-        wanted = schema[key][0]
-        if not isinstance(value, wanted) or isinstance(value, bool):
-            names = wanted.__name__ if isinstance(wanted, type) else \
-                " or ".join(t.__name__ for t in wanted)
-            raise SpecError(f"{where}: key {key!r} must be {names}, got {type(value).__name__}")
-    missing = [k for k, (_, required) in schema.items() if required and k not in data]
-    if missing:
-        raise SpecError(f"{where}: missing key(s) {', '.join(missing)}")
+def _check(where: str, data: Any, schema: Schema) -> None:
+    check_keys(where, data, schema, SpecError, _CHOICES)
 
 
 def load_spec(path: Path) -> Spec:
@@ -83,8 +74,6 @@ def load_spec(path: Path) -> Spec:
     _check(where, data, _TOP)
     build = data.get("build", {})
     _check(f"{where}: build", build, _BUILD)
-    if build.get("warnings", "allow") not in ("allow", "penalize", "error"):
-        raise SpecError(f"{where}: build: key 'warnings' must be allow, penalize or error")
     times = data.get("time_limits", {})
     _check(f"{where}: time_limits", times, _TIME)
     limits = data.get("limits", {})

@@ -44,7 +44,7 @@ def test_a_bad_recipe_key_is_named():
 def test_a_local_box_needs_a_recipe_and_choices_are_checked():
     with pytest.raises(CatalogueError, match="needs a 'recipe'"):
         parse_catalogue(_entry(source="local"), Path("b.yaml"))
-    with pytest.raises(CatalogueError, match="'package_manager' must be one of"):
+    with pytest.raises(CatalogueError, match="'package_manager' must be one of apt, dnf"):
         parse_catalogue(_entry(package_manager="pacman"), Path("b.yaml"))
 
 

@@ -37,7 +37,7 @@ def _spec(tmp_path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize(("extra", "error"), [
     ("colour: red\n", r"a.yaml: unknown key 'colour'"),
-    ("build: {warnings: sometimes}\n", r"build: key 'warnings' must be allow, penalize or error"),
+    ("build: {warnings: sometimes}\n", r"build: key 'warnings' must be one of allow, pen"),
     ("time_limits: {test_s: soon}\n", r"time_limits: key 'test_s' must be int or float"),
     ("late: {penalty_percent_per_day: 5}\n", r"late: missing key\(s\) deadline"),
     ("late: {deadline: yesterday}\n", r"late: key 'deadline' is not an ISO date-time"),
