@@ -105,6 +105,12 @@ def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade:
     pending: dict[str, dict] = {}
     for name, path in found.items():
         student_dir = out / "students" / name
+        if not regrade and not (student_dir / "result.json").is_file():
+            # An interrupted run may have finished every test of this student already.
+            recovered = score_student(name, out, spec, points, _mtime_dt(path))
+            if recovered.status == "graded":
+                _atomic_write(student_dir / "result.json",
+                              json.dumps(recovered.to_dict(), indent=1))
         if (student_dir / "result.json").is_file() and not regrade:
             print(f"harness grade: {name}: already graded (use --regrade to redo)", file=log)
             continue

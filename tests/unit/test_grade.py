@@ -175,3 +175,27 @@ def test_reports_carry_every_student(tmp_path):
     assert 'name="alice"' in xml and "llist: created 4 items" in xml
     page = html_report([good, bad], spec)
     assert page.index("alice") < page.index("mallory") and "<details" in page
+
+
+def test_students_finished_before_an_interruption_are_not_graded_again(tmp_path, monkeypatch):
+    from harness.grade import runner
+
+    spec_path = EXAMPLE / "assignment.yaml"
+    points = max_points(load_spec(spec_path))
+    submissions = tmp_path / "subs"
+    for name in ("done", "half"):
+        (submissions / name).mkdir(parents=True)
+        (submissions / name / "Makefile").write_text("obj-m += llist.o\n")
+        (submissions / name / "llist.c").write_text("\n")
+    out = tmp_path / "out"
+    for name, tests in (("done", list(points)), ("half", list(points)[:2])):
+        folder = out / "students" / name / "tests"
+        folder.mkdir(parents=True)
+        for test in tests:
+            (folder / f"{test}.json").write_text(json.dumps(_record(test, points[test], True)))
+    ran: list[dict] = []
+    monkeypatch.setattr(runner, "_run_tests", lambda spec, out, pending, *a: ran.append(pending))
+    results = {r.student: r for r in runner.grade(submissions, spec_path, out)}
+    assert list(ran[0]) == ["half"]  # only the unfinished student runs again
+    assert results["done"].status == "graded" and results["done"].score == 10
+    assert (out / "students" / "done" / "result.json").is_file()
