@@ -48,6 +48,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("submission", students, ids=students, indirect=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     manifest = _manifest(config)
     names = set()
