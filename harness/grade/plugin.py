@@ -45,21 +45,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "submission" not in metafunc.fixturenames:
         return
     students = sorted(_manifest(metafunc.config)["students"])
-    metafunc.parametrize("submission", students, ids=students, indirect=True)
+    # The marks travel with each parameter: one xdist worker and one clean kernel per student.
+    params = [pytest.param(s, id=s, marks=[pytest.mark.xdist_group(s), pytest.mark.vm_isolate(s)])
+              for s in students]
+    metafunc.parametrize("submission", params, indirect=True)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     manifest = _manifest(config)
-    names = set()
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is None or "submission" not in callspec.params:
-            continue
-        student = callspec.params["submission"]
-        item.add_marker(pytest.mark.xdist_group(student))
-        item.add_marker(pytest.mark.vm_isolate(student))
-        names.add(item.originalname)  # type: ignore[attr-defined]
+    names = {item.originalname for item in items if _student(item)}  # type: ignore[attr-defined]
     # One student's tests back to back: a kernel restore per student, not per test.
     order = {name: index for index, name in enumerate(sorted(manifest["students"]))}
     items.sort(key=lambda item: order.get(_student(item) or "", -1))
