@@ -125,7 +125,7 @@ class Module:
                 f"{self.source_dir} has no Makefile or Kbuild: a module folder needs one "
                 "(e.g. `obj-m += hello.o`)"
             )
-        tag = tree_digest_path(self.source_dir)
+        tag = _path_tag(self.source_dir)
         self.remote_dir = posixpath.join(self.guest.remote_base,
                                          f"{self.source_dir.resolve().name}-{tag}")
 
@@ -265,7 +265,8 @@ class Module:
         return "\n".join(lines)
 
 
-def tree_digest_path(path: Path) -> str:
+def _path_tag(path: Path) -> str:
+    """A short hash of the folder's absolute path: two folders never share a guest folder."""
     return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
 
 

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -304,11 +303,3 @@ class SerialPanicWatch(DeathWatch):
 
 def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:150]
-
-
-@contextlib.contextmanager
-def running_vm(vm: VM, reuse: bool = True) -> Iterator[VM]:
-    if not (reuse and vm.is_running()):
-        vm.up()
-    vm.wait_for_ssh()
-    yield vm

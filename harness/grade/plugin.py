@@ -9,6 +9,7 @@ an interrupted run loses nothing already graded.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -38,7 +39,18 @@ def _manifest(config: pytest.Config) -> dict:
     path = config.getoption("--grade-manifest")
     if not path:
         raise pytest.UsageError("harness.grade.plugin needs --grade-manifest")
+    return _read_manifest(path)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_manifest(path: str) -> dict:
     return json.loads(Path(path).read_text())
+
+
+@functools.lru_cache(maxsize=4)
+def _spec(path: str) -> Spec:
+    """The spec, read once per session rather than once per test."""
+    return load_spec(Path(path))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -64,7 +76,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def submission(request: pytest.FixtureRequest) -> Submission:
     manifest = _manifest(request.config)
     entry = manifest["students"][request.param]
-    return Submission(request.param, Path(entry["module_dir"]), load_spec(Path(manifest["spec"])))
+    return Submission(request.param, Path(entry["module_dir"]), _spec(manifest["spec"]))
 
 
 @pytest.fixture
@@ -86,7 +98,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     student = _student(item)
     if student is None:
         return
-    spec = load_spec(Path(_manifest(item.config)["spec"]))
+    spec = _spec(_manifest(item.config)["spec"])
     started = STUDENT_STARTED.setdefault(student, time.monotonic())
     if time.monotonic() - started > spec.student_timeout_s:
         pytest.fail(f"the student's time limit ({spec.student_timeout_s:g} s) is used up",

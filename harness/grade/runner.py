@@ -123,7 +123,7 @@ def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade:
             _atomic_write(student_dir / "result.json", json.dumps(result.to_dict(), indent=1))
             print(f"harness grade: {name}: rejected: {err}", file=log)
             continue
-        pending[name] = {"module_dir": str(module_dir), "submitted": _mtime(path)}
+        pending[name] = {"module_dir": str(module_dir)}
     if pending:
         project = (vm_project or Path.cwd()).resolve()
         args = [f"--vm-project={project}", *(vm_args or [])]
@@ -160,10 +160,6 @@ def _vm_running(project: Path) -> bool:
         return VM(VMSettings(box=box), project_dir=project).is_running()
     except Exception:  # noqa: BLE001 - no VM, no Vagrant, a broken state folder: not running
         return False
-
-
-def _mtime(path: Path) -> str:
-    return _mtime_dt(path).isoformat()
 
 
 def _mtime_dt(path: Path) -> dt.datetime:
