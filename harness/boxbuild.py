@@ -348,3 +348,11 @@ def remove_pool_volumes(vagrant_box: str, pool: str = "default") -> list[str]:
                 check=False)
             removed.append(words[0])
     return removed
+
+
+def kept_rootfs(box: Box) -> Path | None:
+    """The complete root filesystem ``box build`` made ``box`` from, when it is on this host."""
+    if not box.is_local or box.recipe is None:
+        return None
+    rootfs = BoxBuild(box).rootfs
+    return rootfs if (rootfs / ".harness-complete").is_file() else None

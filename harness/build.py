@@ -1,7 +1,9 @@
-"""Building a module in the guest with kbuild, and reading the compiler's diagnostics.
+"""Building a module with kbuild against the guest's kernel, and reading the compiler's diagnostics.
 
-``make -C /lib/modules/$(uname -r)/build M=DIR modules`` runs in the guest, against the running
-kernel's headers and the guest's compiler, bounded by a timeout. The result keeps the full log,
+``make -C /lib/modules/$(uname -r)/build M=DIR modules`` runs against the running kernel's
+headers and the guest's compiler, bounded by a timeout: in the guest, or (much faster under
+emulation) on the host inside the box's own root filesystem (:mod:`harness.hostbuild`), which
+has the same headers and compiler. The result keeps the full log,
 the diagnostics mapped back to the host's paths, and the .ko files (also copied to the host, so
 a crash can be symbolized even after the guest died). A build of the same sources for the same
 kernel is reused from that host copy instead of compiling again.
@@ -18,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.hostbuild import CompileOutcome, RootfsBuilder, guest_toolchain
 from harness.transport import Transport
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -79,6 +82,7 @@ class BuildResult:
     local_ko: dict[str, Path] = field(default_factory=dict)  # module name -> host copy
     seconds: float = 0.0
     reused: bool = False  # True when the .ko came from the host's copy of an earlier build
+    where: str = "guest"  # IN_GUEST or ON_HOST: where the compiler ran
 
     @property
     def ok(self) -> bool:
@@ -112,9 +116,12 @@ class HeadersMissing(RuntimeError):
     """The running kernel has no build tree in the guest."""
 
 
-def make_command(remote_dir: str, extra_cflags: str = "", jobs: int = 2) -> str:
+def make_command(remote_dir: str, extra_cflags: str = "", jobs: int = 2,
+                 release: str | None = None) -> str:
+    """kbuild for the running kernel, or for ``release`` (outside the guest, uname lies)."""
+    kernel = shlex.quote(release) if release else "$(uname -r)"
     kcflags = f" KCFLAGS={shlex.quote(extra_cflags)}" if extra_cflags else ""
-    return (f"make -j{jobs} -C /lib/modules/$(uname -r)/build M={shlex.quote(remote_dir)}"
+    return (f"make -j{jobs} -C /lib/modules/{kernel}/build M={shlex.quote(remote_dir)}"
             f"{kcflags} modules 2>&1")
 
 
@@ -123,14 +130,38 @@ def build_key(tree_digest: str, kernel_release: str, extra_cflags: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+BUILD_MODES = ("auto", "host", "guest")
+IN_GUEST = "guest"
+ON_HOST = "host"
+PLACE_WORDS = {IN_GUEST: "in the guest",
+               ON_HOST: "on the host, in the box's root filesystem (bubblewrap)"}
+
+
+class HostBuildUnavailable(RuntimeError):
+    """``--build host`` was asked for but cannot be honoured; the message says why."""
+
+
 @dataclass
 class Builder:
-    """Builds one synced module folder in the guest, with a host-side cache of the results."""
+    """Builds one synced module folder, in the guest or on the host in the box's root filesystem,
+    with a host-side cache of the results.
+
+    ``mode`` is ``auto`` (the host when its root filesystem matches the guest's kernel and gcc,
+    else the guest), ``host`` or ``guest``. Both run the same make command at the same path, so
+    their modules are the same.
+    """
 
     transport: Transport
     cache_root: Path  # host folder for .ko copies and logs, keyed by build_key
     headers_hint: str = "install the kernel headers package for $(uname -r)"
     timeout: float = DEFAULT_TIMEOUT_S
+    mode: str = "auto"
+    host: RootfsBuilder | None = None
+    decision: str | None = field(default=None, init=False)  # where builds go, and why
+    _place: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        _check_mode(self.mode)
 
     def kernel_release(self) -> str:
         return self.transport.run("uname -r", timeout=30).check().stdout.strip()
@@ -144,8 +175,39 @@ class Builder:
                 f"missing): {self.headers_hint}"
             )
 
+    def place_for(self, release: str, mode: str | None = None) -> str:
+        """IN_GUEST or ON_HOST for this kernel in ``mode`` (default: the builder's); decided
+        once, and ``decision`` says why."""
+        mode = _check_mode(mode or self.mode)
+        if (release, mode) not in self._place:
+            place, why = self._decide(release, mode)
+            if place == IN_GUEST and mode == "host":
+                raise HostBuildUnavailable(f"a build on the host was asked for, but {why}")
+            self._place[release, mode] = place
+            self.decision = f"modules are built {PLACE_WORDS[place]}: {why}"
+        return self._place[release, mode]
+
+    def _decide(self, release: str, mode: str) -> tuple[str, str]:
+        if mode == "guest":
+            return IN_GUEST, "asked for (build mode guest)"
+        if self.host is None:
+            return IN_GUEST, "the box keeps no root filesystem on this host (not a local box)"
+        reason = self.host.unavailable_reason()
+        if reason:
+            return IN_GUEST, reason
+        guest = guest_toolchain(self.transport)
+        mine = self.host.toolchain(release)
+        differences = guest.differences(mine)
+        if differences:
+            return IN_GUEST, ("the box's root filesystem does not match the guest ("
+                              + "; ".join(differences) + ")")
+        return ON_HOST, (f"same kernel build ({release}, Module.symvers "
+                         f"{mine.symvers_sha256[:12]}) and compiler ({mine.gcc}) as the guest")
+
     def build(self, source_dir: Path, remote_dir: str, tree_digest: str,
-              extra_cflags: str = "", force: bool = False) -> BuildResult:
+              extra_cflags: str = "", force: bool = False, mode: str | None = None
+              ) -> BuildResult:
+        """Build (or reuse an identical earlier build); ``mode`` overrides the builder's."""
         release = self.kernel_release()
         key = build_key(tree_digest, release, extra_cflags)
         cached = self.cache_root / key
@@ -153,36 +215,52 @@ class Builder:
             result = self._reuse(cached, source_dir, remote_dir, release)
             if result is not None:
                 return result
-        self.check_headers(release)
+        place = self.place_for(release, mode)
         started = time.monotonic()
-        run = self.transport.run(make_command(remote_dir, extra_cflags), timeout=self.timeout)
-        ko_files: list[str] = []
-        if run.exit_status == 0:
-            listing = self.transport.run(
-                f"find {shlex.quote(remote_dir)} -maxdepth 3 -name '*.ko' -type f", timeout=30)
-            ko_files = sorted(listing.stdout.split())
-        log = run.stdout + run.stderr
+        if place == ON_HOST:
+            assert self.host is not None
+            outcome = self.host.compile(source_dir, remote_dir, release,
+                                        make_command(remote_dir, extra_cflags, release=release),
+                                        self.timeout)
+            for rel, data in outcome.ko_files.items():
+                self.transport.put_bytes(data, posixpath.join(remote_dir, rel))
+        else:
+            outcome = self._compile_in_guest(remote_dir, release, extra_cflags)
         result = BuildResult(
-            source_dir, remote_dir, release, run.exit_status, log,
-            parse_diagnostics(log, {remote_dir: str(_display_path(source_dir))}),
-            ko_files, seconds=round(time.monotonic() - started, 2),
+            source_dir, remote_dir, release, outcome.exit_status, outcome.log,
+            parse_diagnostics(outcome.log, {remote_dir: str(_display_path(source_dir))}),
+            [posixpath.join(remote_dir, rel) for rel in outcome.ko_files],
+            seconds=round(time.monotonic() - started, 2), where=place,
         )
         # Failures are cached too: the same sources fail the same way for the same kernel, and
         # a grader's every test would otherwise pay for the failing build again.
-        self._store(cached, result)
+        self._store(cached, result, outcome.ko_files)
         return result
 
-    def _store(self, cached: Path, result: BuildResult) -> None:
+    def _compile_in_guest(self, remote_dir: str, release: str,
+                          extra_cflags: str) -> CompileOutcome:
+        self.check_headers(release)
+        run = self.transport.run(make_command(remote_dir, extra_cflags), timeout=self.timeout)
+        ko_files: dict[str, bytes] = {}
+        if run.exit_status == 0:
+            listing = self.transport.run(
+                f"find {shlex.quote(remote_dir)} -maxdepth 3 -name '*.ko' -type f", timeout=30)
+            ko_files = {posixpath.relpath(ko, remote_dir): self.transport.get_bytes(ko)
+                        for ko in sorted(listing.stdout.split())}
+        return CompileOutcome(run.exit_status, run.stdout + run.stderr, ko_files)
+
+    def _store(self, cached: Path, result: BuildResult, ko_files: dict[str, bytes]) -> None:
         cached.mkdir(parents=True, exist_ok=True)
-        for ko in result.ko_files:
-            local = cached / posixpath.basename(ko)
-            local.write_bytes(self.transport.get_bytes(ko))
+        for rel, data in ko_files.items():
+            local = cached / posixpath.basename(rel)
+            local.write_bytes(data)
             result.local_ko[local.stem.replace("-", "_")] = local
         (cached / "build.log").write_text(result.log)
         (cached / "result.json").write_text(json.dumps({
             "exit_status": result.exit_status,
-            "ko_files": [posixpath.relpath(k, result.remote_dir) for k in result.ko_files],
+            "ko_files": sorted(ko_files),
             "seconds": result.seconds,
+            "where": result.where,
             "diagnostics": [vars(d) for d in result.diagnostics],
         }))
 
@@ -192,9 +270,10 @@ class Builder:
         meta = json.loads((cached / "result.json").read_text())
         log = (cached / "build.log").read_text()
         diagnostics = [Diagnostic(**d) for d in meta.get("diagnostics", [])]
+        where = meta.get("where", IN_GUEST)
         if meta["exit_status"] != 0:
             return BuildResult(source_dir, remote_dir, release, meta["exit_status"], log,
-                               diagnostics, seconds=0.0, reused=True)
+                               diagnostics, seconds=0.0, reused=True, where=where)
         ko_files, local = [], {}
         for rel in meta["ko_files"]:
             host_copy = cached / posixpath.basename(rel)
@@ -207,7 +286,13 @@ class Builder:
             ko_files.append(remote)
             local[host_copy.stem.replace("-", "_")] = host_copy
         return BuildResult(source_dir, remote_dir, release, 0, log, diagnostics, ko_files, local,
-                           seconds=0.0, reused=True)
+                           seconds=0.0, reused=True, where=where)
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in BUILD_MODES:
+        raise ValueError(f"build mode must be one of {', '.join(BUILD_MODES)}, not {mode!r}")
+    return mode
 
 
 def _display_path(path: Path) -> Path:

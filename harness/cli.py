@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.boxes import CatalogueError, load_catalogue
+from harness.build import BUILD_MODES
 
 
 def _catalogue(args: argparse.Namespace):
@@ -38,12 +39,14 @@ def cmd_box_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _vm(args: argparse.Namespace):
+def _vm(args: argparse.Namespace, project_dir: Path | None = None):
+    """The VM of the current folder (or of ``project_dir``, e.g. a worker's, with the current
+    folder's catalogue)."""
     from harness.session import VMOptions, make_vm
 
     options = VMOptions(box=args.box, driver=args.driver, memory=args.memory, cpus=args.cpus,
                         boxes_file=Path(args.boxes) if args.boxes else None)
-    return make_vm(options, Path.cwd())
+    return make_vm(options, project_dir or Path.cwd(), catalogue_dir=Path.cwd())
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -67,13 +70,24 @@ def cmd_vm(args: argparse.Namespace) -> int:
         result = vm.transport().run("uname -r", timeout=30).check()
         print(f"guest kernel: {result.stdout.strip()}")
     elif action == "status":
-        print(vm.status())
+        state = vm.status()
+        if state != "running" and vm.has_snapshot():
+            state += " (saved: the next run resumes it from its clean snapshot)"
+        print(state)
+    elif action == "save":
+        vm.power_off()
+        print("VM powered off; its clean snapshot is kept for the next run" if vm.has_snapshot()
+              else "VM powered off (it has no clean snapshot: the next run boots it)")
     elif action == "ssh":
         result = vm.transport().run(" ".join(args.remote_command) or "uname -a", timeout=600)
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
         return result.exit_status
     elif action == "destroy":
+        for worker in sorted((vm.state / "workers").glob("gw*")):
+            if (worker / ".harness").is_dir():
+                _vm(args, worker).destroy()
+                print(f"VM of grading/xdist worker {worker.name} destroyed")
         vm.destroy()
         print("VM destroyed")
     return 0
@@ -116,8 +130,8 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
 def cmd_run(args: argparse.Namespace) -> int:
     """The blog's loop for a person: sync, build, insmod, dmesg, rmmod, dmesg."""
     from harness.build import BuildError
-    from harness.kmod import Guest, KernelCrashed, ModuleError, ModuleHung
-    from harness.session import ready_vm
+    from harness.kmod import KernelCrashed, ModuleError, ModuleHung
+    from harness.session import make_guest, ready_vm
     from harness.testrun import HarnessSession
     from harness.transport import TransportError
 
@@ -132,9 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     vm = ready_vm(_vm(args))
-    box = vm.settings.box
-    session = HarnessSession(vm, Guest(vm.transport(), vm.state / "build-cache",
-                                       headers_hint=f"install {box.headers_package}"))
+    session = HarnessSession(vm, make_guest(vm, build_mode=args.build))
     run = session.new_test(f"harness-run-{source.resolve().name}")
     module = run.module(source)
     printed = 0
@@ -157,6 +169,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"synced {len(sync.sent) if sync else 0} file(s); built {', '.join(build.ko_files)}"
               f"{' (reused an identical earlier build)' if build.reused else ''}"
               f"; {len(build.warnings)} warning(s)")
+        if session.guest.builder.decision:
+            print(session.guest.builder.decision)
         for warning in build.warnings:
             print(f"  {warning}")
         module.load(**params)
@@ -186,6 +200,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
     vm_args = [f"--vm-driver={args.driver}", f"--vm-memory={args.memory}",
                f"--vm-cpus={args.cpus}"] + ([f"--vm-box={args.box}"] if args.box else [])
+    vm_args.append(f"--vm-build={args.build}")
     if args.keep_vm:
         vm_args.append("--vm-keep")
     try:
@@ -246,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="module parameter (repeatable)")
     run.add_argument("--keep-loaded", action="store_true", help="do not rmmod at the end")
+    run.add_argument("--build", default="auto", choices=list(BUILD_MODES),
+                     help="where to compile: host (in the box's root filesystem, the guest's "
+                     "own headers and gcc), guest, or auto (host when it matches the guest)")
     _add_vm_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -256,14 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("--jobs", type=int, default=1, help="VMs grading in parallel")
     grade.add_argument("--regrade", action="store_true", help="grade everyone again")
     grade.add_argument("--keep-vm", action="store_true", help="leave the VM(s) running")
+    grade.add_argument("--build", default="auto", choices=list(BUILD_MODES),
+                       help="where to compile (see `harness run --help`)")
     _add_vm_options(grade)
     grade.set_defaults(func=cmd_grade)
 
-    vm = sub.add_parser("vm", help="the test VM: up, status, ssh, destroy")
+    vm = sub.add_parser("vm", help="the test VM: up, status, ssh, save, destroy")
     vm_sub = vm.add_subparsers(dest="vm_command", required=True)
     for name, text in (("up", "boot (or reuse) the VM and print the guest kernel"),
                        ("status", "the VM's state"), ("ssh", "run a command in the guest"),
-                       ("destroy", "destroy the VM and its snapshots")):
+                       ("save", "power the VM off, keeping its clean snapshot to resume from"),
+                       ("destroy", "destroy the VM (and the worker VMs), with their snapshots")):
         action = vm_sub.add_parser(name, help=text)
         _add_vm_options(action)
         if name == "ssh":

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import accel
+from harness.boxbuild import kept_rootfs
 from harness.boxes import Box
+from harness.hostbuild import RootfsBuilder
 from harness.hostexec import HostCommandError, run
 from harness.vm import LIBVIRT_URI
 
@@ -163,6 +165,23 @@ def make_box_check(box: Box) -> Callable[[bool], Check]:
     return check_box
 
 
+def make_build_check(box: Box) -> Callable[[bool], Check]:
+    def check_fast_build(fix: bool) -> Check:
+        rootfs = kept_rootfs(box)
+        if not box.is_local:
+            reason = "a cloud box has no root filesystem on the host"
+        elif rootfs is None:
+            reason = f"the box's root filesystem is not on this host (harness box build {box.name})"
+        else:
+            reason = RootfsBuilder(rootfs, Path("/tmp")).unavailable_reason()
+        if reason:
+            return Check("fast build", "warn",
+                         f"modules will be compiled in the guest (slow under TCG): {reason}")
+        return Check("fast build", "ok",
+                     f"modules compile on the host in the box's root filesystem ({rootfs})")
+    return check_fast_build
+
+
 def check_accel(fix: bool) -> Check:
     result = accel.probe()
     if result.kvm_works:
@@ -174,7 +193,7 @@ def check_accel(fix: bool) -> Check:
 def run_checks(box: Box, fix: bool = False, with_accel: bool = True) -> list[Check]:
     table: list[Callable[[bool], Check]] = [
         check_vagrant, check_vagrant_libvirt, check_qemu, check_libvirtd, check_network,
-        check_pool, make_box_check(box),
+        check_pool, make_box_check(box), make_build_check(box),
     ]
     if with_accel:
         table.append(check_accel)

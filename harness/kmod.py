@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.build import Builder, BuildError, BuildResult
+from harness.hostbuild import RootfsBuilder
 from harness.kmsg import Capture, KernelLog
 from harness.sync import SyncResult, sync_tree, tree_digest
 from harness.transport import CommandResult, CommandTimeout, Transport
@@ -94,10 +95,13 @@ class Guest:
     build_cache: Path
     remote_base: str = "/tmp/harness"
     headers_hint: str = "install the kernel headers package for $(uname -r)"
+    build_mode: str = "auto"  # auto | host | guest (see harness.build.Builder)
+    host_builder: RootfsBuilder | None = None
 
     def __post_init__(self) -> None:
         self.kernel_log = KernelLog(self.transport)
-        self.builder = Builder(self.transport, self.build_cache, self.headers_hint)
+        self.builder = Builder(self.transport, self.build_cache, self.headers_hint,
+                               mode=self.build_mode, host=self.host_builder)
 
     def loaded_modules(self) -> set[str]:
         result = self.transport.run("cut -d' ' -f1 /proc/modules", timeout=30)
@@ -110,6 +114,7 @@ class Module:
     source_dir: Path
     extra_cflags: str = ""
     name: str | None = None
+    build_mode: str | None = None  # auto | host | guest; None: the guest's (session's) choice
     build_result: BuildResult | None = field(default=None, init=False)
     last_sync: SyncResult | None = field(default=None, init=False)
     history: list[str] = field(default_factory=list, init=False)  # what was done, for reports
@@ -143,11 +148,12 @@ class Module:
     def build(self, force: bool = False, check: bool = True) -> BuildResult:
         self.sync()
         result = self.guest.builder.build(self.source_dir, self.remote_dir,
-                                          tree_digest(self.source_dir), self.extra_cflags, force)
+                                          tree_digest(self.source_dir), self.extra_cflags, force,
+                                          mode=self.build_mode)
         self.build_result = result
         self.history.append(f"build: {'ok' if result.ok else 'FAILED'}"
                             f"{' (reused an identical earlier build)' if result.reused else ''}"
-                            f" in {result.seconds:.1f} s")
+                            f" in {result.seconds:.1f} s, {result.where}")
         if result.ok and self.name is None:
             self.name = Path(result.ko_files[0]).stem.replace("-", "_")
         if check and not result.ok:

@@ -17,14 +17,18 @@ from pathlib import Path
 import pytest
 
 from harness.boxes import CatalogueError
-from harness.build import BuildError
-from harness.kmod import Guest, Module
+from harness.build import BUILD_MODES, BuildError
+from harness.kmod import Module
 from harness.kmsg import Capture
 from harness.testrun import HarnessSession, TestRun
 from harness.transport import Transport
 
 RUN_KEY = pytest.StashKey[TestRun]()
 SESSION_ERROR_KEY = pytest.StashKey[str]()
+SESSION_KEY = pytest.StashKey[HarnessSession]()
+# What becomes of the VM when the run ends.
+END_ACTIONS = {"save": lambda vm: vm.power_off(), "keep": lambda vm: None,
+               "destroy": lambda vm: vm.destroy()}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,9 +39,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--vm-memory", type=int, default=2048, help="guest memory in MiB")
     group.addoption("--vm-cpus", type=int, default=2, help="guest virtual CPUs")
     group.addoption("--vm-reuse", action="store_true",
-                    help="use the VM that is already running instead of booting one")
-    group.addoption("--vm-keep", action="store_true",
-                    help="leave the VM running at the end (the next --vm-reuse starts fast)")
+                    help="someone else's running VM: use it from its clean snapshot and leave "
+                    "it running")
+    group.addoption("--vm-end", default="save", choices=list(END_ACTIONS),
+                    help="what happens to the VM at the end: save (power off, keep its clean "
+                    "snapshot: the next run resumes in seconds; default), keep (leave it "
+                    "running), destroy")
+    group.addoption("--vm-keep", action="store_true", help="the same as --vm-end=keep")
+    group.addoption("--vm-build", default="auto", choices=list(BUILD_MODES),
+                    help="where modules are compiled: host (in the box's root filesystem, same "
+                    "headers and gcc as the guest; fast under emulation), guest, or auto "
+                    "(host when its toolchain matches the guest's)")
     group.addoption("--vm-project", default=None,
                     help="folder whose .harness/ holds the VM (default: the rootdir), so other "
                     "tools (harness run, harness grade) can share one VM")
@@ -60,9 +72,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
-    """The VM for the whole run: booted once (or reused), destroyed at the end unless kept."""
+    """The VM for the whole run: booted once (or resumed from its saved clean snapshot); at the
+    end powered off with that snapshot kept, unless --vm-end says otherwise."""
     from harness import doctor
-    from harness.session import VMOptions, make_vm, ready_vm
+    from harness.session import VMOptions, make_guest, make_vm, ready_vm
 
     config = request.config
     if SESSION_ERROR_KEY in config.stash:
@@ -83,14 +96,30 @@ def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
     except (CatalogueError, RuntimeError, OSError) as err:
         config.stash[SESSION_ERROR_KEY] = f"no VM could be had: {err}"
         _unavailable(config, config.stash[SESSION_ERROR_KEY])
-    box = vm.settings.box
-    guest = Guest(vm.transport(), vm.state / "build-cache",
-                  headers_hint=f"install {box.headers_package} ({box.headers_install})")
+    guest = make_guest(vm, build_mode=config.getoption("--vm-build"))
     session = HarnessSession(vm, guest, ignore_titles=config.getini("harness_ignore_oops"))
+    config.stash[SESSION_KEY] = session
     yield session
     vm.close()
-    if not config.getoption("--vm-keep") and not config.getoption("--vm-reuse"):
-        vm.destroy()
+    END_ACTIONS[_end_action(config)](vm)
+
+
+def _end_action(config: pytest.Config) -> str:
+    if config.getoption("--vm-keep") or config.getoption("--vm-reuse"):
+        return "keep"
+    return config.getoption("--vm-end")
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """Say where modules were built (host or guest) and what became of the VM."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        return
+    decision = session.guest.builder.decision
+    if decision:
+        terminalreporter.write_line(f"harness: {decision}")
+    terminalreporter.write_line(f"harness: VM at the end: {_end_action(config)} "
+                                f"({session.vm.state})")
 
 
 def _unavailable(config: pytest.Config, message: str) -> None:

@@ -1,4 +1,5 @@
-"""From user options to a VM: catalogue lookup, driver choice, and the clean snapshot.
+"""From user options to a VM and its guest: catalogue lookup, driver choice, the clean snapshot,
+where modules are built.
 
 The pytest plugin, the CLI and the grader all get their VM here, so they behave alike.
 """
@@ -10,8 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import accel
+from harness.boxbuild import kept_rootfs
 from harness.boxes import load_catalogue
-from harness.vm import VM, VMSettings
+from harness.hostbuild import RootfsBuilder
+from harness.kmod import Guest
+from harness.vm import VM, VMError, VMSettings
 
 
 @dataclass
@@ -41,19 +45,45 @@ def make_vm(options: VMOptions, project_dir: Path, log=None,
 
 
 def ready_vm(vm: VM, reuse: bool = True) -> VM:
-    """Up (or reused), reachable over SSH, with a clean snapshot to come back to.
+    """Up (or reused, or resumed), reachable over SSH, with a clean snapshot to come back to.
 
-    A reused VM is first put back to its clean snapshot: whatever ran before (a person, or a
-    run that was interrupted in the middle of a crash) leaves nothing behind.
+    A VM that exists with a clean snapshot (running, or powered off by the end of an earlier run)
+    is reverted to it: that resumes the booted kernel from its saved memory in seconds instead of
+    booting, and whatever ran before (a person, or a run interrupted in the middle of a crash)
+    leaves nothing behind. A VM made with other settings (box, recipe, driver, size) is replaced.
     """
-    if reuse and vm.is_running() and vm.has_snapshot():
-        vm.say("reusing the running VM from its clean snapshot")
-        vm.restore_snapshot(archive_as="before-reuse")
-        return vm
+    recorded = vm.recorded_fingerprint()
+    if vm.domain_id() and recorded is not None and recorded != vm.settings_fingerprint():
+        vm.say(f"the existing VM was made with other settings ({recorded}); replacing it")
+        vm.destroy()
+    if reuse and vm.has_snapshot():
+        running = vm.is_running()
+        vm.say("reusing the running VM from its clean snapshot" if running
+               else "resuming the saved VM from its clean snapshot (no boot)")
+        try:
+            seconds = vm.restore_snapshot(archive_as="before-reuse")
+            vm.say(f"guest ready in {seconds:.1f} s")
+            vm.record_fingerprint()
+            return vm
+        except VMError as err:
+            vm.say(f"could not resume it ({err}); making a new VM")
+            vm.destroy()
     if not (reuse and vm.is_running()):
         vm.up()
     vm.wait_for_ssh()
+    vm.record_fingerprint()
     if not vm.has_snapshot():
         vm.say("saving a snapshot of the clean, booted kernel")
         vm.save_snapshot()
     return vm
+
+
+def make_guest(vm: VM, build_mode: str = "auto", cache_name: str = "build-cache") -> Guest:
+    """The module workflow's view of ``vm``; builds go where ``build_mode`` says (auto: the
+    host's copy of the box's root filesystem when it matches the guest)."""
+    box = vm.settings.box
+    rootfs = kept_rootfs(box)
+    host = RootfsBuilder(rootfs, vm.state / "host-build") if rootfs else None
+    return Guest(vm.transport(), vm.state / cache_name,
+                 headers_hint=f"install {box.headers_package} ({box.headers_install})",
+                 build_mode=build_mode, host_builder=host)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import vagrant
 
+from harness.boxbuild import BUILDER_VERSION
 from harness.boxes import Box
 from harness.hostexec import HostCommandError, run
 from harness.paths import state_dir
@@ -142,6 +144,36 @@ class VM:
             raise self._vagrant_failed("up") from err
         self.say(f"VM up in {time.monotonic() - started:.0f} s")
 
+    def settings_fingerprint(self) -> dict[str, object]:
+        """What a saved VM must have been made with to be resumed: box (and its recipe), driver,
+        memory, CPUs."""
+        s = self.settings
+        recipe = s.box.recipe.digest(BUILDER_VERSION) if s.box.recipe is not None else None
+        return {"box": s.box.vagrant_box, "recipe": recipe, "driver": s.driver,
+                "memory": s.memory, "cpus": s.cpus}
+
+    def recorded_fingerprint(self) -> dict[str, object] | None:
+        try:
+            return json.loads(self._fingerprint_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def record_fingerprint(self) -> None:
+        self._fingerprint_file.write_text(json.dumps(self.settings_fingerprint()) + "\n")
+
+    @property
+    def _fingerprint_file(self) -> Path:
+        return self.state / "vm-settings.json"
+
+    def power_off(self) -> None:
+        """Stop the domain at once but keep it, its disk and its snapshots: the next run resumes
+        from the clean snapshot (memory included) instead of booting."""
+        self.close()
+        domain = self.domain_id()
+        if domain:
+            with contextlib.suppress(HostCommandError):
+                self._virsh("destroy", domain)
+
     def halt(self) -> None:
         self.close()
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -156,6 +188,7 @@ class VM:
             self.vagrant().destroy()
         except subprocess.CalledProcessError as err:
             raise self._vagrant_failed("destroy") from err
+        self._fingerprint_file.unlink(missing_ok=True)
 
     # -- SSH ------------------------------------------------------------------------------------
     def ssh_target(self) -> SSHTarget:

@@ -6,7 +6,7 @@ VENV="${HARNESS_VENV:-$HARNESS_ROOT/.venv}"
 SYSTEM_PACKAGES=(
   vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   dnsmasq-base iptables ebtables mmdebstrap fdisk extlinux syslinux-common e2fsprogs
-  binutils python3-venv python3-pip
+  binutils bubblewrap python3-venv python3-pip
 )
 
 say() { printf '==> %s\n' "$*" >&2; }

@@ -1,0 +1,203 @@
+"""Where a module is built (host rootfs or guest) and how a saved VM is resumed, without a VM.
+
+The real builds and the real resume are in tests/vm/test_fast_paths.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from harness.build import IN_GUEST, ON_HOST, Builder, HostBuildUnavailable, make_command
+from harness.hostbuild import RootfsBuilder, Toolchain, parse_toolchain
+from harness.session import ready_vm
+from harness.transport import CommandResult
+from harness.vm import VMError
+
+GUEST = Toolchain("6.1.0-56-amd64", "0c2e8643" * 8, "gcc (Debian 12.2.0-14+deb12u1) 12.2.0")
+
+
+@dataclass
+class ProbeTransport:
+    """Answers the toolchain probe as a guest with ``toolchain`` would."""
+
+    toolchain: Toolchain
+    commands: list[str] = field(default_factory=list)
+
+    def run(self, command: str, **_: object) -> CommandResult:
+        self.commands.append(command)
+        t = self.toolchain
+        return CommandResult(command, 0, f"{t.release}\n{t.symvers_sha256}\n{t.gcc}\n", "")
+
+
+@dataclass
+class FakeRootfs:
+    toolchain_found: Toolchain
+    missing: str | None = None
+
+    def unavailable_reason(self) -> str | None:
+        return self.missing
+
+    def toolchain(self, release: str) -> Toolchain:
+        return self.toolchain_found
+
+
+def builder(mode: str, host: FakeRootfs | None) -> Builder:
+    return Builder(ProbeTransport(GUEST), Path("/nonexistent"), mode=mode, host=host)  # type: ignore[arg-type]
+
+
+def test_auto_builds_on_the_host_when_the_rootfs_matches_the_guest():
+    b = builder("auto", FakeRootfs(GUEST))
+    assert b.place_for(GUEST.release) == ON_HOST
+    assert "same kernel build (6.1.0-56-amd64" in b.decision and "12.2.0" in b.decision
+
+
+@pytest.mark.parametrize("host, reason", [
+    (None, "not a local box"),
+    (FakeRootfs(GUEST, missing="bubblewrap is not installed"), "bubblewrap is not installed"),
+    (FakeRootfs(Toolchain(GUEST.release, "ffff" * 16, GUEST.gcc)), "Module.symvers sha256"),
+    (FakeRootfs(Toolchain(GUEST.release, GUEST.symvers_sha256, "gcc 13")), "gcc"),
+    (FakeRootfs(Toolchain("6.12.117-amd64", "-", GUEST.gcc)), "kernel"),
+])
+def test_auto_falls_back_to_the_guest_and_says_why(host, reason):
+    b = builder("auto", host)
+    assert b.place_for(GUEST.release) == IN_GUEST
+    assert "in the guest" in b.decision and reason in b.decision
+
+
+def test_host_mode_refuses_a_rootfs_that_does_not_match():
+    b = builder("host", FakeRootfs(Toolchain(GUEST.release, "ffff" * 16, GUEST.gcc)))
+    with pytest.raises(HostBuildUnavailable, match="Module.symvers"):
+        b.place_for(GUEST.release)
+
+
+def test_guest_mode_and_per_module_override():
+    b = builder("guest", FakeRootfs(GUEST))
+    assert b.place_for(GUEST.release) == IN_GUEST
+    assert b.transport.commands == []  # no probe needed
+    assert b.place_for(GUEST.release, mode="auto") == ON_HOST
+    with pytest.raises(ValueError, match="auto, host, guest"):
+        b.place_for(GUEST.release, mode="cloud")
+
+
+def test_the_decision_is_probed_once_per_kernel():
+    b = builder("auto", FakeRootfs(GUEST))
+    for _ in range(3):
+        b.place_for(GUEST.release)
+    assert len(b.transport.commands) == 1
+
+
+def test_toolchain_probe_output_is_parsed_and_compared():
+    found = parse_toolchain("6.1.0-56-amd64\nabc\ngcc 12\n")
+    assert found == Toolchain("6.1.0-56-amd64", "abc", "gcc 12")
+    assert parse_toolchain("6.1.0-56-amd64\n") == Toolchain("6.1.0-56-amd64", "-", "-")
+    assert found.differences(found) == []
+
+
+def test_the_sandbox_is_read_only_offline_and_binds_the_guest_path(tmp_path):
+    argv = RootfsBuilder(tmp_path / "rootfs", tmp_path / "work").sandbox_argv(
+        tmp_path / "scratch", "/tmp/harness/hello-1234")
+    text = " ".join(argv)
+    assert f"--ro-bind {tmp_path / 'rootfs'} /" in text
+    assert f"--bind {tmp_path / 'scratch'} /tmp/harness/hello-1234" in text
+    assert "--unshare-all" in argv and "--clearenv" in argv
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
+
+
+def test_make_command_names_the_release_outside_the_guest():
+    assert "/lib/modules/6.1.0-56-amd64/build" in make_command("/tmp/x", release="6.1.0-56-amd64")
+    assert "/lib/modules/$(uname -r)/build" in make_command("/tmp/x")
+
+
+def test_a_missing_rootfs_or_bubblewrap_is_explained(tmp_path, monkeypatch):
+    assert "harness box build" in RootfsBuilder(tmp_path, tmp_path).unavailable_reason()
+    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert "apt-get install bubblewrap" in RootfsBuilder(tmp_path, tmp_path).unavailable_reason()
+
+
+@dataclass
+class FakeVM:
+    """Records what ready_vm asks of a VM."""
+
+    domain: bool = True
+    snapshot: bool = True
+    running: bool = False
+    recorded: dict | None = None
+    restore_fails: bool = False
+    calls: list[str] = field(default_factory=list)
+
+    def settings_fingerprint(self) -> dict:
+        return {"box": "harness/debian-12", "driver": "qemu"}
+
+    def recorded_fingerprint(self) -> dict | None:
+        return self.recorded
+
+    def record_fingerprint(self) -> None:
+        self.recorded = self.settings_fingerprint()
+
+    def domain_id(self) -> str | None:
+        return "uuid" if self.domain else None
+
+    def has_snapshot(self) -> bool:
+        return self.snapshot
+
+    def is_running(self) -> bool:
+        return self.running
+
+    def say(self, text: str) -> None:
+        self.calls.append("say: " + text)
+
+    def restore_snapshot(self, archive_as: str | None = None) -> float:
+        self.calls.append("restore")
+        if self.restore_fails:
+            raise VMError("revert failed")
+        self.running = True
+        return 9.0
+
+    def destroy(self) -> None:
+        self.calls.append("destroy")
+        self.domain = self.snapshot = self.running = False
+
+    def up(self) -> None:
+        self.calls.append("up")
+        self.domain = self.running = True
+
+    def wait_for_ssh(self) -> None:
+        self.calls.append("ssh")
+
+    def save_snapshot(self) -> None:
+        self.calls.append("snapshot")
+        self.snapshot = True
+
+
+def actions(vm: FakeVM) -> list[str]:
+    return [c for c in vm.calls if not c.startswith("say")]
+
+
+def test_a_saved_vm_is_resumed_from_its_snapshot_not_booted():
+    vm = FakeVM(recorded={"box": "harness/debian-12", "driver": "qemu"})
+    ready_vm(vm)  # type: ignore[arg-type]
+    assert actions(vm) == ["restore"]
+    assert any("resuming the saved VM" in c for c in vm.calls)
+
+
+def test_a_vm_made_with_other_settings_is_replaced():
+    vm = FakeVM(recorded={"box": "harness/debian-12", "driver": "kvm"})
+    ready_vm(vm)  # type: ignore[arg-type]
+    assert actions(vm) == ["destroy", "up", "ssh", "snapshot"]
+    assert vm.recorded == vm.settings_fingerprint()
+
+
+def test_a_vm_that_cannot_be_resumed_is_made_anew():
+    vm = FakeVM(restore_fails=True)
+    ready_vm(vm)  # type: ignore[arg-type]
+    assert actions(vm) == ["restore", "destroy", "up", "ssh", "snapshot"]
+
+
+def test_no_vm_yet_boots_one_and_takes_the_clean_snapshot():
+    vm = FakeVM(domain=False, snapshot=False)
+    ready_vm(vm)  # type: ignore[arg-type]
+    assert actions(vm) == ["up", "ssh", "snapshot"]
