@@ -1,37 +1,56 @@
 #!/usr/bin/env python3
-"""Benchmarks (not tests): figures printed as a table and written as JSON.
+"""Benchmarks (not tests): figures printed as a table and written as JSON, with the ratios
+against the project's targets.
 
 Measured side by side in one run, so ratios hold on a noisy shared machine:
-- the per-module cycle for modules/hello (sync, build, insmod, capture, rmmod) through the
-  harness and as bare `ssh`/`scp` commands, with the harness's overhead as a ratio;
-- the same cycle warm (unchanged sources: the harness reuses its build);
-- getting a clean kernel back: snapshot revert vs reboot (--with-reboot);
+- startup: a cold `pytest -m vm` to its first result (box cached, no VM yet) against a second
+  one (the first left its VM saved) -- target: second <= 1/3 of cold;
+- the per-module cycle for modules/hello (sync, build, insmod, capture, rmmod): bare ssh/scp with
+  the build in the guest; the harness building in the guest; the harness building on the host in
+  the box's root filesystem after an edit (a real compile); and unchanged (build reused) --
+  target: an edited module's cycle <= 1/5 of the in-guest build;
+- getting a clean kernel back: snapshot revert vs reboot;
+- grading throughput (students per minute) with --jobs 1 and 2;
 - the oops parser's throughput on ../shared/oops-corpus (MB/s).
 
-Usage: python bench/bench.py [--rounds N] [--with-reboot] [--json FILE]
+Startup and grading run in a VM project of their own (bench/.project), destroyed at the end.
+
+Usage: python bench/bench.py [--rounds N] [--only startup,cycle,recovery,grading,parser]
+                             [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness.build import make_command  # noqa: E402
+from harness.grade.runner import grade  # noqa: E402
 from harness.kmod import Guest, Module  # noqa: E402
 from harness.oops.corpus import measure  # noqa: E402
-from harness.session import VMOptions, make_vm, ready_vm  # noqa: E402
+from harness.session import VMOptions, make_guest, make_vm, ready_vm  # noqa: E402
 from harness.transport import SSHTarget  # noqa: E402
 
 PHASES = ("sync", "build", "insmod", "capture", "rmmod")
+SECTIONS = ("startup", "cycle", "recovery", "grading", "parser")
+BENCH_PROJECT = ROOT / "bench" / ".project"
+ASSIGNMENT = ROOT / "examples" / "llist-assignment"
+GRADING_STUDENTS = ("correct", "wrong_output", "memory_not_freed", "null_dereference_on_exit")
+TARGETS = {"edited_cycle_vs_guest_build": 1 / 5, "second_start_vs_cold": 1 / 3}
 
 
 def timed(func) -> float:
@@ -67,13 +86,15 @@ def bare_cycle(target: SSHTarget, source: Path, remote: str) -> dict[str, float]
     }
 
 
-def harness_cycle(guest: Guest, source: Path, cold: bool) -> dict[str, float]:
-    module = Module(guest, source)
-    if cold:  # nothing in the guest yet: every file is sent, the module compiled
-        guest.transport.run(["rm", "-rf", module.remote_dir]).check()
+def harness_cycle(guest: Guest, source: Path, cold: bool, mode: str) -> dict[str, float]:
+    """One cycle; ``cold``: the module was just edited (files sent, a real compile)."""
+    module = Module(guest, source, build_mode=mode)
+    if cold:
+        with open(source / "hello.c", "a") as edit:
+            edit.write(f"/* edit {time.time_ns()} */\n")
     capture = guest.kernel_log.capture()
     figures = {"sync": timed(module.sync)}
-    figures["build"] = timed(lambda: module.build(force=cold))
+    figures["build"] = timed(module.build)
     # load() syncs and checks the build again (cheap); that cost is part of the harness's insmod.
     figures["insmod"] = timed(module.load)
     figures["capture"] = timed(capture.refresh)
@@ -85,52 +106,194 @@ def median(rows: list[dict[str, float]]) -> dict[str, float]:
     return {phase: statistics.median(r[phase] for r in rows) for phase in PHASES}
 
 
+def first_result_seconds(extra: list[str]) -> tuple[float, str]:
+    """Seconds from starting `pytest -m vm` to its first test result, and that result line."""
+    argv = [sys.executable, "-m", "pytest", "bench/first_result", "-m", "vm", "-v",
+            "-p", "no:cacheprovider", f"--vm-project={BENCH_PROJECT}", *extra]
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    assert proc.stdout is not None
+    seconds, line = float("nan"), ""
+    for text in proc.stdout:
+        if seconds != seconds and (" PASSED" in text or " FAILED" in text or " ERROR" in text):
+            seconds, line = time.perf_counter() - started, text.strip()
+    proc.wait()
+    return seconds, line
+
+
+def bench_startup(results: dict) -> None:
+    make_vm(VMOptions(), BENCH_PROJECT, log=io.StringIO(), catalogue_dir=ROOT).destroy()
+    cold, cold_line = first_result_seconds(["--vm-end=save"])
+    second, second_line = first_result_seconds(["--vm-end=save"])
+    print(f"startup: cold {cold:.1f} s ({cold_line}); second {second:.1f} s ({second_line})")
+    results["startup"] = {"cold_first_result_s": cold, "second_first_result_s": second,
+                          "ratio": second / cold}
+
+
+def bench_cycle(results: dict, rounds: int) -> None:
+    vm = ready_vm(make_vm(VMOptions(), ROOT))
+    in_guest = make_guest(vm, build_mode="guest", cache_name="bench-build-cache")
+    on_host = make_guest(vm, build_mode="host", cache_name="bench-build-cache")
+    target = vm.ssh_target()
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    rows: dict[str, list[dict[str, float]]] = {
+        "bare": [], "harness-guest": [], "harness-host": [], "harness-unchanged": []}
+    try:
+        for mode in ("guest", "host"):
+            shutil.copytree(ROOT / "modules" / "hello", work / mode)
+        for round_number in range(rounds):
+            # Interleaved, so all see the same machine load.
+            rows["bare"].append(bare_cycle(target, ROOT / "modules" / "hello",
+                                           f"/tmp/bench-bare-{round_number}"))
+            rows["harness-guest"].append(harness_cycle(in_guest, work / "guest", True, "guest"))
+            rows["harness-host"].append(harness_cycle(on_host, work / "host", True, "host"))
+            rows["harness-unchanged"].append(harness_cycle(on_host, work / "host", False, "host"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    cycle = {name: median(r) for name, r in rows.items()}
+    results["cycle"] = cycle
+    print(f"{'phase':9}" + "".join(f"{name:>19}" for name in cycle))
+    for phase in (*PHASES, "total"):
+        cells = [sum(c.values()) if phase == "total" else c[phase] for c in cycle.values()]
+        print(f"{phase:9}" + "".join(f"{value:18.2f}s" for value in cells))
+    guest_build = cycle["harness-guest"]["build"]
+    edited = sum(cycle["harness-host"].values())
+    results["cycle_ratios"] = {
+        "harness_guest_vs_bare": sum(cycle["harness-guest"].values()) / sum(cycle["bare"].values()),
+        "edited_cycle_vs_guest_build": edited / guest_build,
+        "unchanged_cycle_vs_guest_build": sum(cycle["harness-unchanged"].values()) / guest_build,
+        "host_build_vs_guest_build": cycle["harness-host"]["build"] / guest_build,
+    }
+
+
+def bench_recovery(results: dict) -> None:
+    vm = ready_vm(make_vm(VMOptions(), ROOT))
+    revert = [vm.restore_snapshot(archive_as="bench") for _ in range(2)]
+    reboot = vm.reboot()
+    vm.save_snapshot()
+    results["recovery"] = {"snapshot_revert_s": statistics.median(revert), "reboot_s": reboot,
+                           "ratio": statistics.median(revert) / reboot}
+    print(f"recovery: snapshot revert {statistics.median(revert):.1f} s, reboot {reboot:.1f} s")
+
+
+def bench_grading(results: dict) -> None:
+    expected = yaml.safe_load((ASSIGNMENT / "expected-scores.yaml").read_text())
+    work = Path(tempfile.mkdtemp(prefix="bench-grade-"))
+    submissions = work / "submissions"
+    submissions.mkdir()
+    for path in (ASSIGNMENT / "submissions").iterdir():
+        if path.name.split(".")[0] in GRADING_STUDENTS:
+            (submissions / path.name).symlink_to(path)
+    figures: dict[str, dict] = {}
+    with open(work / "grade.log", "w") as log:
+        # The VMs (the project's for --jobs 1, one per worker for --jobs 2) are made beforehand
+        # and saved, so both measured runs start from saved VMs, as a teacher's second run does.
+        warm = work / "warm-up"
+        warm.mkdir()
+        for name in ("correct", "memory_not_freed"):  # two groups: both workers get one
+            (warm / name).symlink_to(ASSIGNMENT / "submissions" / name)
+        for jobs in (1, 2):
+            grade(warm, ASSIGNMENT / "assignment.yaml", work / f"out-warm-{jobs}", jobs=jobs,
+                  log=log, vm_project=BENCH_PROJECT)
+        for jobs in (1, 2):
+            started = time.perf_counter()
+            graded = grade(submissions, ASSIGNMENT / "assignment.yaml", work / f"out-{jobs}",
+                           jobs=jobs, log=log, vm_project=BENCH_PROJECT)
+            seconds = time.perf_counter() - started
+            wrong = {r.student: r.score for r in graded if r.score != expected[r.student]}
+            figures[f"jobs{jobs}"] = {"students": len(graded), "seconds": seconds,
+                                      "students_per_minute": 60 * len(graded) / seconds,
+                                      "scores_differing_from_expected": wrong}
+            print(f"grading --jobs {jobs}: {len(graded)} students in {seconds:.0f} s = "
+                  f"{60 * len(graded) / seconds:.2f} students/min"
+                  f"{'; UNEXPECTED SCORES ' + str(wrong) if wrong else ''}")
+    shutil.rmtree(work, ignore_errors=True)
+    figures["speedup"] = figures["jobs2"]["students_per_minute"] / \
+        figures["jobs1"]["students_per_minute"]
+    results["grading"] = figures
+
+
+def bench_parser(results: dict) -> None:
+    corpus = ROOT.parent / "shared" / "oops-corpus" / "syzkaller-linux"
+    if not corpus.is_dir():
+        print(f"parser: no corpus at {corpus}; skipped")
+        return
+    agreement = measure(corpus)
+    results["parser"] = {"mb_per_s": agreement.megabytes / agreement.seconds,
+                         "corpus": agreement.figures()}
+    print(f"oops parser: {agreement.figures()}")
+
+
+def destroy_bench_vms() -> None:
+    null = io.StringIO()
+    for folder in [*sorted((BENCH_PROJECT / ".harness" / "workers").glob("gw*")), BENCH_PROJECT]:
+        if (folder / ".harness").is_dir():
+            make_vm(VMOptions(), folder, log=null, catalogue_dir=ROOT).destroy()
+
+
+def summary(results: dict) -> list[str]:
+    lines = []
+    if "cycle_ratios" in results:
+        ratio = results["cycle_ratios"]["edited_cycle_vs_guest_build"]
+        goal = TARGETS["edited_cycle_vs_guest_build"]
+        lines.append(f"edited-module cycle / in-guest build = {ratio:.3f} (target <= {goal:.2f}): "
+                     f"{'met' if ratio <= goal else 'NOT met'}")
+    if "startup" in results:
+        ratio = results["startup"]["ratio"]
+        goal = TARGETS["second_start_vs_cold"]
+        lines.append(f"second pytest -m vm / cold, to first result = {ratio:.3f} "
+                     f"(target <= {goal:.2f}): {'met' if ratio <= goal else 'NOT met'}")
+    if "grading" in results:
+        speedup = results["grading"]["speedup"]
+        lines.append(f"grading --jobs 2 / --jobs 1 throughput = {speedup:.2f}x")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--with-reboot", action="store_true")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections of {', '.join(SECTIONS)}")
     parser.add_argument("--json", default=str(ROOT / ".harness" / "bench.json"))
     args = parser.parse_args()
-
-    vm = ready_vm(make_vm(VMOptions(), ROOT))
-    guest = Guest(vm.transport(), vm.state / "bench-build-cache")
-    print("columns: bare ssh/scp commands; the harness, cold (files sent, module compiled);"
-          " the harness, warm (unchanged module: nothing sent, build reused)")
-    source = ROOT / "modules" / "hello"
-    target = vm.ssh_target()
-    rows: dict[str, list[dict[str, float]]] = {"bare": [], "harness": [], "harness-warm": []}
-    for round_number in range(args.rounds):
-        # Interleaved, so both see the same machine load.
-        rows["bare"].append(bare_cycle(target, source, f"/tmp/bench-bare-{round_number}"))
-        rows["harness"].append(harness_cycle(guest, source, cold=True))
-        rows["harness-warm"].append(harness_cycle(guest, source, cold=False))
-    results: dict[str, object] = {name: median(r) for name, r in rows.items()}
-    revert = [vm.restore_snapshot(archive_as="bench") for _ in range(2)]
-    results["snapshot_revert_s"] = statistics.median(revert)
-    if args.with_reboot:
-        results["reboot_s"] = vm.reboot()
-        vm.save_snapshot()
-    corpus = ROOT.parent / "shared" / "oops-corpus" / "syzkaller-linux"
-    if corpus.is_dir():
-        agreement = measure(corpus)
-        results["oops_parser_mb_per_s"] = agreement.megabytes / agreement.seconds
-        results["oops_corpus"] = agreement.figures()
-
-    print(f"{'phase':10} {'bare ssh':>10} {'harness':>10} {'ratio':>7} {'warm':>10} {'ratio':>7}")
-    bare, cold, warm = (results[k] for k in ("bare", "harness", "harness-warm"))
-    for phase in (*PHASES, "total"):
-        b = sum(bare.values()) if phase == "total" else bare[phase]  # type: ignore[union-attr]
-        c = sum(cold.values()) if phase == "total" else cold[phase]  # type: ignore[union-attr]
-        w = sum(warm.values()) if phase == "total" else warm[phase]  # type: ignore[union-attr]
-        print(f"{phase:10} {b:9.2f}s {c:9.2f}s {c / b:6.2f}x {w:9.2f}s {w / b:6.2f}x")
-    print(f"snapshot revert: {results['snapshot_revert_s']:.1f} s"
-          + (f"; reboot: {results['reboot_s']:.1f} s" if "reboot_s" in results else ""))
-    if "oops_corpus" in results:
-        print(f"oops parser: {results['oops_corpus']}")
+    sections = [s for s in args.only.split(",") if s]
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {SECTIONS}")
+    results: dict[str, object] = {"machine": machine()}
+    started = time.perf_counter()
+    try:
+        if "startup" in sections:
+            bench_startup(results)
+        if "cycle" in sections:
+            bench_cycle(results, args.rounds)
+        if "recovery" in sections:
+            bench_recovery(results)
+        if "grading" in sections:
+            bench_grading(results)
+        if "parser" in sections:
+            bench_parser(results)
+    finally:
+        destroy_bench_vms()
+    results["summary"] = summary(results)
+    print("\n".join(results["summary"]))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2))
-    print(f"(median of {args.rounds} rounds; JSON in {shlex.quote(args.json)})")
+    print(f"(cycle figures: median of {args.rounds} rounds; bench took "
+          f"{time.perf_counter() - started:.0f} s; JSON in {shlex.quote(args.json)})")
     return 0
+
+
+def machine() -> dict[str, object]:
+    import os
+    import platform
+
+    from harness import accel
+    driver, _ = accel.choose_driver("auto")
+    return {"cpus": os.cpu_count(), "memory_gib": round(os.sysconf("SC_PAGE_SIZE")
+            * os.sysconf("SC_PHYS_PAGES") / 2**30, 1), "kernel": platform.release(),
+            "vm_driver": driver}
 
 
 if __name__ == "__main__":

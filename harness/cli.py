@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def _vm(args: argparse.Namespace, project_dir: Path | None = None):
     from harness.session import VMOptions, make_vm
 
     options = VMOptions(box=args.box, driver=args.driver, memory=args.memory, cpus=args.cpus,
-                        boxes_file=Path(args.boxes) if args.boxes else None)
+                        boxes_file=Path(args.boxes) if args.boxes else None,
+                        libvirt_host=args.libvirt_host or None)
     return make_vm(options, project_dir or Path.cwd(), catalogue_dir=Path.cwd())
 
 
@@ -201,6 +203,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
     vm_args = [f"--vm-driver={args.driver}", f"--vm-memory={args.memory}",
                f"--vm-cpus={args.cpus}"] + ([f"--vm-box={args.box}"] if args.box else [])
     vm_args.append(f"--vm-build={args.build}")
+    if args.libvirt_host:
+        vm_args.append(f"--vm-libvirt-host={args.libvirt_host}")
     if args.keep_vm:
         vm_args.append("--vm-keep")
     try:
@@ -222,6 +226,9 @@ def _add_vm_options(parser: argparse.ArgumentParser) -> None:
                         help="libvirt driver; auto probes KVM and falls back to qemu (TCG)")
     parser.add_argument("--memory", type=int, default=2048, help="MiB (default 2048)")
     parser.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default 2)")
+    parser.add_argument("--libvirt-host", default=os.environ.get("HARNESS_LIBVIRT_HOST"),
+                        help="remote libvirt host reached over SSH (default $HARNESS_LIBVIRT_HOST;"
+                        " see README, 'Beyond one machine')")
 
 
 def build_parser() -> argparse.ArgumentParser:

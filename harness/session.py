@@ -6,8 +6,9 @@ The pytest plugin, the CLI and the grader all get their VM here, so they behave 
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import accel
@@ -25,6 +26,13 @@ class VMOptions:
     memory: int = 2048
     cpus: int = 2
     boxes_file: Path | None = None
+    # A remote libvirt host reached over SSH (default: $HARNESS_LIBVIRT_HOST, else this machine).
+    libvirt_host: str | None = field(default_factory=lambda: os.environ.get("HARNESS_LIBVIRT_HOST")
+                                     or None)
+    libvirt_user: str = field(default_factory=lambda: os.environ.get("HARNESS_LIBVIRT_USER")
+                              or "root")
+    libvirt_ssh_key: str | None = field(
+        default_factory=lambda: os.environ.get("HARNESS_LIBVIRT_SSH_KEY") or None)
 
 
 def make_vm(options: VMOptions, project_dir: Path, log=None,
@@ -34,10 +42,16 @@ def make_vm(options: VMOptions, project_dir: Path, log=None,
     log = log or sys.stderr
     catalogue = load_catalogue(options.boxes_file, project_dir=catalogue_dir or project_dir)
     box = catalogue.get(options.box)
-    driver, probe = accel.choose_driver(options.driver)
+    if options.libvirt_host and options.driver == "auto":
+        # The probe runs here, not on the remote host: a remote libvirt host is a KVM host.
+        driver, probe = "kvm", None
+    else:
+        driver, probe = accel.choose_driver(options.driver)
     if probe is not None and not probe.kvm_works:
         print(f"harness: {accel.TCG_WARNING} ({probe.detail})", file=log, flush=True)
-    vm = VM(VMSettings(box=box, driver=driver, memory=options.memory, cpus=options.cpus),
+    vm = VM(VMSettings(box=box, driver=driver, memory=options.memory, cpus=options.cpus,
+                       libvirt_host=options.libvirt_host, libvirt_user=options.libvirt_user,
+                       libvirt_ssh_key=options.libvirt_ssh_key),
             project_dir=project_dir, log=log)
     # Plain `vagrant up` in this folder then picks the same driver.
     (vm.state / "driver").write_text(driver + "\n")

@@ -126,6 +126,7 @@ class SSHTarget:
     port: int
     user: str
     key_file: str
+    proxy_command: str | None = None  # OpenSSH ProxyCommand, e.g. through a remote libvirt host
 
 
 class DeathWatch(ABC):
@@ -158,9 +159,11 @@ class SSHTransport(Transport):
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
+            proxy = paramiko.ProxyCommand(self.target.proxy_command) \
+                if self.target.proxy_command else None
             client.connect(
                 self.target.host, port=self.target.port, username=self.target.user,
-                key_filename=self.target.key_file, timeout=self.connect_timeout,
+                key_filename=self.target.key_file, sock=proxy, timeout=self.connect_timeout,
                 banner_timeout=self.connect_timeout, auth_timeout=self.connect_timeout,
                 allow_agent=False, look_for_keys=False,
             )

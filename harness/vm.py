@@ -43,6 +43,18 @@ class VMSettings:
     memory: int = 2048
     cpus: int = 2
     boot_timeout: int = 600
+    # A remote libvirt host (vagrant-libvirt's host/connect_via_ssh); None: this machine.
+    libvirt_host: str | None = None
+    libvirt_user: str = "root"
+    libvirt_ssh_key: str | None = None
+
+    @property
+    def libvirt_uri(self) -> str:
+        """libvirt's own URI for the same connection vagrant-libvirt makes."""
+        if not self.libvirt_host:
+            return LIBVIRT_URI
+        keyfile = f"?keyfile={self.libvirt_ssh_key}" if self.libvirt_ssh_key else ""
+        return f"qemu+ssh://{self.libvirt_user}@{self.libvirt_host}/system{keyfile}"
 
 
 def domain_prefix(project_dir: Path) -> str:
@@ -58,6 +70,7 @@ class VM:
     project_dir: Path
     log: object = field(default=None, repr=False)  # a text stream for progress lines
     _transport: SSHTransport | None = field(default=None, init=False, repr=False)
+    _host_transport: SSHTransport | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.project_dir = self.project_dir.resolve()
@@ -91,9 +104,19 @@ class VM:
             "HARNESS_MEMORY": str(s.memory),
             "HARNESS_CPUS": str(s.cpus),
             "HARNESS_BOOT_TIMEOUT": str(s.boot_timeout),
-            "HARNESS_SERIAL_LOG": str(self.serial_log),
+            "HARNESS_SERIAL_LOG": self.serial_log_path,
             "HARNESS_DOMAIN_PREFIX": domain_prefix(self.project_dir),
+            "HARNESS_LIBVIRT_HOST": s.libvirt_host or "",
+            "HARNESS_LIBVIRT_USER": s.libvirt_user if s.libvirt_host else "",
+            "HARNESS_LIBVIRT_SSH_KEY": s.libvirt_ssh_key or "",
         }
+
+    @property
+    def serial_log_path(self) -> str:
+        """Where QEMU writes the serial console: here, or on the remote libvirt host."""
+        if self.settings.libvirt_host:
+            return f"/var/tmp/{domain_prefix(self.project_dir)}serial.log"
+        return str(self.serial_log)
 
     def vagrant(self) -> vagrant.Vagrant:
         return vagrant.Vagrant(
@@ -130,7 +153,7 @@ class VM:
         started = time.monotonic()
         self.say(f"starting VM {self.settings.box.vagrant_box} (driver {self.settings.driver}, "
                  f"{self.settings.memory} MiB, {self.settings.cpus} CPUs); "
-                 f"console log {self.serial_log}")
+                 f"console log {self.serial_log_path}")
         v = vagrant.Vagrant(root=str(self.vagrant_dir), env=self.env(),
                             err_cm=vagrant.make_file_cm(str(self.vagrant_log)))
         try:
@@ -197,8 +220,10 @@ class VM:
         except subprocess.CalledProcessError as err:
             raise self._vagrant_failed("ssh-config") from err
         key = conf.get("IdentityFile", "").strip('"')
+        # vagrant-libvirt reaches a guest on a remote libvirt host through a ProxyCommand.
         return SSHTarget(conf["HostName"], int(conf.get("Port", 22)),
-                         conf.get("User", self.settings.box.user), key)
+                         conf.get("User", self.settings.box.user), key,
+                         conf.get("ProxyCommand"))
 
     def transport(self) -> SSHTransport:
         if self._transport is None:
@@ -229,7 +254,7 @@ class VM:
         return id_file.read_text().strip() if id_file.is_file() else None
 
     def _virsh(self, *args: str, timeout: float = 120.0) -> str:
-        return run(["virsh", "-c", LIBVIRT_URI, *args], timeout=timeout).stdout
+        return run(["virsh", "-c", self.settings.libvirt_uri, *args], timeout=timeout).stdout
 
     def _require_domain(self) -> str:
         domain = self.domain_id()
@@ -289,11 +314,35 @@ class VM:
         return time.monotonic() - started
 
     # -- serial console -------------------------------------------------------------------------
-    def read_serial_log(self) -> str:
+    def read_serial_log(self, offset: int = 0) -> str:
+        """The serial console from byte ``offset`` ("" when there is none yet)."""
         try:
-            return self.serial_log.read_text(errors="replace")
+            with self._open_serial_log() as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def serial_log_size(self) -> int:
+        try:
+            if self.settings.libvirt_host:
+                return self._libvirt_host().sftp().stat(self.serial_log_path).st_size or 0
+            return self.serial_log.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _open_serial_log(self):
+        if self.settings.libvirt_host:
+            return self._libvirt_host().sftp().open(self.serial_log_path, "rb")
+        return open(self.serial_log, "rb")
+
+    def _libvirt_host(self) -> SSHTransport:
+        """SSH to the remote libvirt host (same user and key as libvirt's connection)."""
+        if self._host_transport is None:
+            s = self.settings
+            self._host_transport = SSHTransport(SSHTarget(
+                s.libvirt_host or "", 22, s.libvirt_user, s.libvirt_ssh_key or ""))
+        return self._host_transport
 
     def archive_serial_log(self, name: str | None) -> Path | None:
         """Copy the serial log aside under ``.harness/serial/NAME.log`` (when it has content)."""
@@ -316,19 +365,10 @@ class SerialPanicWatch(DeathWatch):
     vm: VM
 
     def mark(self) -> int:
-        try:
-            return self.vm.serial_log.stat().st_size
-        except FileNotFoundError:
-            return 0
+        return self.vm.serial_log_size()
 
     def died_since(self, mark: int) -> str | None:
-        try:
-            with open(self.vm.serial_log, "rb") as log:
-                log.seek(mark)
-                new = log.read().decode(errors="replace")
-        except FileNotFoundError:
-            return None
-        for line in new.splitlines():
+        for line in self.vm.read_serial_log(mark).splitlines():
             if PANIC_MARKERS[0] in line:
                 return "the serial console shows " + line.strip()[line.find("Kernel"):]
         return None

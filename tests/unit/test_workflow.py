@@ -52,3 +52,23 @@ def test_box_digest_is_the_recipe_hash(capsys):
     assert main(["box", "digest", "debian-12"]) == 0
     digest = capsys.readouterr().out.strip()
     assert len(digest) == 16 and all(c in "0123456789abcdef" for c in digest)
+
+
+def test_the_debian_suite_is_sharded_with_pytest_split():
+    job = _workflow()["jobs"]["vm-tests"]
+    debian = [e for e in job["strategy"]["matrix"]["include"] if e["box"] == "debian-12"]
+    shards = {e["shards"] for e in debian}
+    assert len(shards) == 1
+    assert sorted(e["shard"] for e in debian) == list(range(1, shards.pop() + 1))
+    vm_step = next(s for s in job["steps"] if s.get("name") == "VM tests")
+    assert "--splits ${{ matrix.shards }} --group ${{ matrix.shard }}" in vm_step["run"]
+    unit_step = next(s for s in job["steps"] if s.get("name") == "Unit tests")
+    assert unit_step["if"] == "matrix.shard == 1"  # once, not once per shard
+
+
+def test_a_remote_libvirt_host_is_optional_configuration():
+    job = _workflow()["jobs"]["vm-tests"]
+    assert job["env"]["HARNESS_LIBVIRT_HOST"] == "${{ vars.HARNESS_LIBVIRT_HOST }}"
+    key_step = next(s for s in job["steps"] if "remote libvirt host" in s.get("name", ""))
+    assert key_step["if"] == "env.HARNESS_LIBVIRT_HOST != ''"
+    assert "secrets.HARNESS_LIBVIRT_SSH_KEY" in str(key_step["env"])

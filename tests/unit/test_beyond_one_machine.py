@@ -1,0 +1,139 @@
+"""Configuration for running beyond one machine: a remote libvirt host, and shards of a suite.
+
+The remote host's config is checked where it is made: the packaged Vagrantfile is evaluated by
+Ruby with a recorder standing in for Vagrant's config object (every value it sets is kept), and
+by `vagrant validate` itself. Sharding is pytest-split's: the shards' collections must partition
+the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.boxes import load_catalogue
+from harness.session import VMOptions, make_vm
+from harness.vm import PACKAGED_VAGRANTFILE, VMSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+RECORDER = r"""
+require "json"
+class Recorder
+  def initialize; @values = {}; end
+  def to_h; @values.transform_values { |v| v.is_a?(Recorder) ? v.to_h : v }; end
+  def respond_to_missing?(*) = true
+  def method_missing(name, *args, **kw, &block)
+    key = name.to_s
+    if key.end_with?("=") then @values[key.chomp("=")] = args[0]
+    elsif block
+      child = Recorder.new
+      block.call(child)
+      @values["#{key}(#{args.join(',')})"] = child
+    elsif args.empty? && kw.empty? then @values[key] ||= Recorder.new
+    else @values[key] = args + (kw.empty? ? [] : [kw])
+    end
+  end
+end
+module Vagrant
+  def self.configure(_version); $config = Recorder.new; yield $config; end
+end
+load ARGV[0]
+puts JSON.generate($config.to_h)
+"""
+
+
+def vagrantfile_config(env: dict[str, str], tmp_path: Path) -> dict:
+    if shutil.which("ruby") is None:
+        pytest.skip("ruby (installed with vagrant) is not here")
+    script = tmp_path / "record.rb"
+    script.write_text(RECORDER)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_")}
+    done = subprocess.run(["ruby", str(script), str(PACKAGED_VAGRANTFILE)], cwd=tmp_path,
+                          env={**clean, "HARNESS_PROJECT_DIR": str(tmp_path), **env},
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def vm_env(tmp_path: Path, **settings: object) -> dict[str, str]:
+    box = load_catalogue(ROOT / "boxes.yaml").get("debian-12")
+    from harness.vm import VM
+
+    return VM(VMSettings(box=box, **settings), project_dir=tmp_path).env()  # type: ignore[arg-type]
+
+
+def only_harness(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith("HARNESS_")}
+
+
+def test_a_remote_libvirt_host_becomes_vagrant_libvirts_ssh_connection(tmp_path):
+    env = only_harness(vm_env(tmp_path, driver="kvm", libvirt_host="kvm1.example",
+                              libvirt_user="ci", libvirt_ssh_key="/keys/ci"))
+    assert env["HARNESS_SERIAL_LOG"].startswith("/var/tmp/harness-")  # a path on that host
+    provider = vagrantfile_config(env, tmp_path)["vm"]["provider(libvirt)"]
+    assert provider["host"] == "kvm1.example"
+    assert provider["connect_via_ssh"] is True
+    assert provider["username"] == "ci"
+    assert provider["id_ssh_key_file"] == "/keys/ci"
+    assert provider["driver"] == "kvm"
+    assert provider["serial"][0]["source"]["path"] == env["HARNESS_SERIAL_LOG"]
+
+
+def test_without_a_remote_host_the_vm_is_local(tmp_path):
+    env = only_harness(vm_env(tmp_path, driver="qemu", memory=3072, cpus=3))
+    provider = vagrantfile_config(env, tmp_path)["vm"]["provider(libvirt)"]
+    assert "host" not in provider and "connect_via_ssh" not in provider
+    assert (provider["driver"], provider["memory"], provider["cpus"]) == ("qemu", 3072, 3)
+    assert provider["default_prefix"] == env["HARNESS_DOMAIN_PREFIX"]
+    assert provider["serial"][0]["source"]["path"] == str(tmp_path / ".harness" / "serial.log")
+
+
+def test_vagrant_itself_validates_the_remote_config(tmp_path):
+    if shutil.which("vagrant") is None:
+        pytest.skip("vagrant is not installed here (scripts/test.sh installs it)")
+    shutil.copyfile(PACKAGED_VAGRANTFILE, tmp_path / "Vagrantfile")
+    env = vm_env(tmp_path, driver="kvm", libvirt_host="kvm1.example", libvirt_user="ci")
+    done = subprocess.run(["vagrant", "validate"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**env, "VAGRANT_DEFAULT_PROVIDER": "libvirt"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "validated successfully" in done.stdout
+
+
+def test_virsh_talks_to_the_same_host_as_vagrant():
+    box = load_catalogue(ROOT / "boxes.yaml").get("debian-12")
+    assert VMSettings(box=box).libvirt_uri == "qemu:///system"
+    remote = VMSettings(box=box, libvirt_host="kvm1.example", libvirt_user="ci",
+                        libvirt_ssh_key="/keys/ci")
+    assert remote.libvirt_uri == "qemu+ssh://ci@kvm1.example/system?keyfile=/keys/ci"
+
+
+def test_the_environment_selects_a_remote_host_and_skips_the_local_kvm_probe(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setenv("HARNESS_LIBVIRT_HOST", "kvm1.example")
+    monkeypatch.setenv("HARNESS_LIBVIRT_USER", "ci")
+    monkeypatch.setattr("harness.accel.probe", lambda: pytest.fail("probed the local KVM"))
+    vm = make_vm(VMOptions(), tmp_path, catalogue_dir=ROOT)
+    assert (vm.settings.libvirt_host, vm.settings.libvirt_user) == ("kvm1.example", "ci")
+    assert vm.settings.driver == "kvm"
+
+
+def collected(*args: str) -> set[str]:
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                           "-p", "no:cacheprovider", "tests/unit", *args],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    return {line for line in done.stdout.splitlines() if "::" in line}
+
+
+def test_shards_partition_the_suite():
+    pytest.importorskip("pytest_split")
+    everything = collected()
+    shards = [collected("--splits", "3", "--group", str(k)) for k in (1, 2, 3)]
+    assert all(shards)
+    assert set().union(*shards) == everything
+    assert sum(len(s) for s in shards) == len(everything)  # no test runs twice
