@@ -3,7 +3,9 @@
 The VM is described by :class:`VMSettings` (box, libvirt driver, memory, cpus) and lives in a
 project's state folder (``.harness/``): the Vagrant folder, the serial console file the harness
 owns, and archived serial logs. The libvirt domain name is unique per checkout. Snapshots go
-through ``virsh`` directly (internal qcow2 snapshots with memory: seconds, not a reboot).
+through ``virsh`` directly (internal qcow2 snapshots with memory: seconds, not a reboot); a VM
+powered off with its clean snapshot kept resumes from it instead of booting. The libvirt host
+is this machine or a remote one reached over SSH (vagrant-libvirt's ``connect_via_ssh``).
 """
 
 from __future__ import annotations
