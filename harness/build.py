@@ -17,6 +17,7 @@ import posixpath
 import re
 import shlex
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,6 +159,8 @@ class Builder:
     mode: str = "auto"
     host: RootfsBuilder | None = None
     decision: str | None = field(default=None, init=False)  # where builds go, and why
+    counts: Counter[str] = field(default_factory=Counter, init=False)  # place or "reused"
+    _why: str | None = field(default=None, init=False)
     _place: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -185,7 +188,19 @@ class Builder:
                 raise HostBuildUnavailable(f"a build on the host was asked for, but {why}")
             self._place[release, mode] = place
             self.decision = f"modules are built {PLACE_WORDS[place]}: {why}"
+            self._why = why
         return self._place[release, mode]
+
+    def summary(self) -> str | None:
+        """One line for the end of a run: how many builds ran where, and why there."""
+        if not self.counts:
+            return None
+        parts = [f"{self.counts[place]} {PLACE_WORDS[place]}"
+                 for place in (ON_HOST, IN_GUEST) if self.counts[place]]
+        if self.counts["reused"]:
+            parts.append(f"{self.counts['reused']} reused from identical earlier builds")
+        why = f"; why: {self._why}" if self._why else ""
+        return f"module builds: {', '.join(parts)}{why}"
 
     def _decide(self, release: str, mode: str) -> tuple[str, str]:
         if mode == "guest":
@@ -214,8 +229,10 @@ class Builder:
         if not force and (cached / "result.json").is_file():
             result = self._reuse(cached, source_dir, remote_dir, release)
             if result is not None:
+                self.counts["reused"] += 1
                 return result
         place = self.place_for(release, mode)
+        self.counts[place] += 1
         started = time.monotonic()
         if place == ON_HOST:
             assert self.host is not None

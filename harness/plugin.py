@@ -9,6 +9,7 @@ or new taint fails it with the symbolized report, and the next test gets a clean
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterator
@@ -96,6 +97,7 @@ def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
             setattr(options, {"key": "libvirt_ssh_key"}.get(name, f"libvirt_{name}"), value)
     project = Path(config.getoption("--vm-project") or config.rootpath)
     worker = os.environ.get("PYTEST_XDIST_WORKER")
+    vm = None
     try:
         # Each xdist worker gets a VM of its own (its own state folder and libvirt domain).
         vm_dir = project / ".harness" / "workers" / worker if worker else project
@@ -106,6 +108,9 @@ def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
             raise RuntimeError("the host is not ready:\n" + doctor.report(checks))
         ready_vm(vm, reuse=True)
     except (CatalogueError, RuntimeError, OSError) as err:
+        if vm is not None and _end_action(config) == "destroy":
+            with contextlib.suppress(Exception):  # nothing left behind, as asked
+                vm.destroy()
         config.stash[SESSION_ERROR_KEY] = f"no VM could be had: {err}"
         _unavailable(config, config.stash[SESSION_ERROR_KEY])
     guest = make_guest(vm, build_mode=config.getoption("--vm-build"))
@@ -127,9 +132,9 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is None:
         return
-    decision = session.guest.builder.decision
-    if decision:
-        terminalreporter.write_line(f"harness: {decision}")
+    builds = session.guest.builder.summary()
+    if builds:
+        terminalreporter.write_line(f"harness: {builds}")
     terminalreporter.write_line(f"harness: VM at the end: {_end_action(config)} "
                                 f"({session.vm.state})")
 

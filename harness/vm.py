@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paramiko
 import vagrant
 
 from harness.boxbuild import BUILDER_VERSION
@@ -217,15 +218,13 @@ class VM:
 
     # -- SSH ------------------------------------------------------------------------------------
     def ssh_target(self) -> SSHTarget:
+        """Where vagrant says the guest's SSH is, read by paramiko's own ssh_config parser (it
+        expands %h/%p in the ProxyCommand vagrant-libvirt uses for a remote libvirt host)."""
         try:
-            conf = self.vagrant().conf()
+            text = self.vagrant().ssh_config()
         except subprocess.CalledProcessError as err:
             raise self._vagrant_failed("ssh-config") from err
-        key = conf.get("IdentityFile", "").strip('"')
-        # vagrant-libvirt reaches a guest on a remote libvirt host through a ProxyCommand.
-        return SSHTarget(conf["HostName"], int(conf.get("Port", 22)),
-                         conf.get("User", self.settings.box.user), key,
-                         conf.get("ProxyCommand"))
+        return ssh_target_from_config(text, self.settings.box.user)
 
     def transport(self) -> SSHTransport:
         if self._transport is None:
@@ -355,6 +354,17 @@ class VM:
         archive.parent.mkdir(parents=True, exist_ok=True)
         archive.write_text(text)
         return archive
+
+
+def ssh_target_from_config(text: str, default_user: str) -> SSHTarget:
+    """The first host of an OpenSSH config text (what ``vagrant ssh-config`` prints)."""
+    config = paramiko.SSHConfig.from_text(text)
+    names = [name for name in config.get_hostnames() if name != "*"]
+    if not names:
+        raise VMError(f"vagrant printed no SSH host:\n{text}")
+    conf = config.lookup(names[0])
+    return SSHTarget(conf["hostname"], int(conf.get("port", 22)), conf.get("user", default_user),
+                     (conf.get("identityfile") or [""])[0], conf.get("proxycommand"))
 
 
 PANIC_MARKERS = ("Kernel panic - not syncing", "---[ end Kernel panic")

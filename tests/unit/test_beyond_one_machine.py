@@ -137,3 +137,17 @@ def test_shards_partition_the_suite():
     assert all(shards)
     assert set().union(*shards) == everything
     assert sum(len(s) for s in shards) == len(everything)  # no test runs twice
+
+
+def test_the_guest_is_reached_through_vagrant_libvirts_proxy_command():
+    from harness.vm import ssh_target_from_config
+
+    target = ssh_target_from_config(
+        "Host default\n  HostName 192.168.121.28\n  User vagrant\n  Port 22\n"
+        "  IdentityFile /root/.vagrant.d/insecure_private_key\n"
+        "  ProxyCommand ssh 'kvm1.example' -l 'ci' -i '/keys/ci' -W %h:%p\n", "vagrant")
+    assert (target.host, target.port, target.user) == ("192.168.121.28", 22, "vagrant")
+    assert target.key_file == "/root/.vagrant.d/insecure_private_key"
+    assert target.proxy_command == "ssh 'kvm1.example' -l 'ci' -i '/keys/ci' -W 192.168.121.28:22"
+    local = ssh_target_from_config("Host default\n  HostName 10.0.0.2\n  Port 2222\n", "vagrant")
+    assert (local.port, local.user, local.proxy_command) == (2222, "vagrant", None)

@@ -201,3 +201,13 @@ def test_no_vm_yet_boots_one_and_takes_the_clean_snapshot():
     vm = FakeVM(domain=False, snapshot=False)
     ready_vm(vm)  # type: ignore[arg-type]
     assert actions(vm) == ["up", "ssh", "snapshot"]
+
+
+def test_the_run_summary_counts_where_builds_ran():
+    b = builder("auto", FakeRootfs(GUEST))
+    assert b.summary() is None
+    b.place_for(GUEST.release)
+    b.counts.update({ON_HOST: 3, "reused": 2})
+    line = b.summary()
+    assert line.startswith("module builds: 3 on the host, in the box's root filesystem")
+    assert "2 reused from identical earlier builds" in line and "same kernel build" in line
