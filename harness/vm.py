@@ -11,12 +11,14 @@ is this machine or a remote one reached over SSH (vagrant-libvirt's ``connect_vi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +151,9 @@ class VM:
         return states[0].state if states else "unknown"
 
     def is_running(self) -> bool:
-        return self.status() == "running"
+        """libvirt's word, not vagrant's: quicker, and right for a resumed guest whose DHCP lease
+        vagrant cannot find."""
+        return self.domain_state() == "running"
 
     def up(self) -> None:
         """Boot the VM (creating it on first use). Progress goes to the log stream."""
@@ -169,6 +173,10 @@ class VM:
         except subprocess.CalledProcessError as err:
             raise self._vagrant_failed("up") from err
         self.say(f"VM up in {time.monotonic() - started:.0f} s")
+        if self._transport is not None:
+            # A new VM may have a new address; whoever holds the transport keeps using it.
+            self._transport.close()
+            self._transport.target = self.ssh_target()
 
     def settings_fingerprint(self) -> dict[str, object]:
         """What a saved VM must have been made with to be resumed: box (and its recipe), driver,
@@ -223,7 +231,13 @@ class VM:
         try:
             text = self.vagrant().ssh_config()
         except subprocess.CalledProcessError as err:
-            raise self._vagrant_failed("ssh-config") from err
+            saved = self._surroundings()["ssh"]
+            if saved is None or self.domain_state() != "running":
+                raise self._vagrant_failed("ssh-config") from err
+            target = SSHTarget(**saved)
+            self.say(f"vagrant does not know the guest's address (its DHCP lease is gone); "
+                     f"using the address it had in its clean snapshot, {target.host}")
+            return target
         return ssh_target_from_config(text, self.settings.box.user)
 
     def transport(self) -> SSHTransport:
@@ -263,6 +277,17 @@ class VM:
             raise VMError("the VM has not been created yet (no libvirt domain); bring it up first")
         return domain
 
+    def domain_state(self) -> str | None:
+        """libvirt's own view (vagrant-libvirt says "inaccessible" for a running guest whose
+        address it cannot find)."""
+        domain = self.domain_id()
+        if not domain:
+            return None
+        try:
+            return self._virsh("domstate", domain).strip()
+        except HostCommandError:
+            return None
+
     def has_snapshot(self, name: str = CLEAN_SNAPSHOT) -> bool:
         domain = self.domain_id()
         if not domain:
@@ -279,6 +304,48 @@ class VM:
             self._virsh("snapshot-delete", domain, name)
         self._virsh("snapshot-create-as", domain, name, "--description",
                     "clean booted state, taken by harness")
+        self._remember_surroundings(domain)
+
+    # What a snapshot needs around it to be resumed: vagrant-libvirt removes its management
+    # network when another project destroys the last running VM on it, and the guest's DHCP
+    # lease goes with the network (vagrant then cannot say the guest's address until the guest
+    # renews it, up to half an hour later).
+    @property
+    def _surroundings_file(self) -> Path:
+        return self.state / "snapshot-surroundings.json"
+
+    def _remember_surroundings(self, domain: str) -> None:
+        networks = {}
+        for line in self._virsh("domiflist", domain).splitlines()[2:]:
+            fields = line.split()
+            if len(fields) >= 3 and fields[1] == "network":
+                networks[fields[2]] = self._virsh("net-dumpxml", fields[2])
+        target = self._transport.target if self._transport is not None else None
+        self._surroundings_file.write_text(json.dumps(
+            {"networks": networks, "ssh": dataclasses.asdict(target) if target else None}))
+
+    def _surroundings(self) -> dict:
+        try:
+            return json.loads(self._surroundings_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return {"networks": {}, "ssh": None}
+
+    def _restore_networks(self) -> None:
+        """Define and start the networks the snapshot's guest was attached to, if gone."""
+        wanted = self._surroundings()["networks"]
+        if not wanted:
+            return
+        defined = set(self._virsh("net-list", "--all", "--name").split())
+        active = set(self._virsh("net-list", "--name").split())
+        for name, xml in wanted.items():
+            if name not in defined:
+                self.say(f"libvirt network {name!r} is gone; defining it again as it was")
+                with tempfile.NamedTemporaryFile("w", suffix=".xml") as definition:
+                    definition.write(xml)
+                    definition.flush()
+                    self._virsh("net-define", definition.name)
+            if name not in active:
+                self._virsh("net-start", name)
 
     def restore_snapshot(self, name: str = CLEAN_SNAPSHOT, archive_as: str | None = None) -> float:
         """Revert to the snapshot; the serial log so far is archived first (libvirt truncates it).
@@ -290,6 +357,7 @@ class VM:
         self.close()
         self.archive_serial_log(archive_as)
         try:
+            self._restore_networks()
             self._virsh("snapshot-revert", domain, name, "--running", "--force")
         except HostCommandError as err:
             raise VMError(f"reverting to snapshot {name!r} failed: {err}") from err

@@ -69,3 +69,23 @@ def test_a_saved_vm_resumes_from_its_clean_snapshot_without_booting(harness_sess
     assert vm.is_running()
     # The clean snapshot's memory came back: the same boot, not a new one.
     assert guest.run("cat /proc/sys/kernel/random/boot_id", timeout=30).check().stdout == boot_id
+
+
+def test_a_saved_vm_resumes_after_its_network_was_removed(harness_session, guest):
+    """vagrant-libvirt removes its network when another project destroys the last VM on it;
+    the saved VM's snapshot still needs it (and its address, whose DHCP lease went with it)."""
+    vm = harness_session.vm
+    harness_session.restore_clean(archive_as="network-test")
+    boot_id = guest.run("cat /proc/sys/kernel/random/boot_id", timeout=30).check().stdout
+    networks = list(vm._surroundings()["networks"])
+    assert networks, "the clean snapshot should have recorded its networks"
+    vm.power_off()
+    for name in networks:
+        xml = vm._virsh("net-dumpxml", name)
+        if "connections=" in xml.splitlines()[0]:
+            pytest.skip(f"another VM is attached to libvirt network {name}; not removing it")
+        vm._virsh("net-destroy", name)
+        vm._virsh("net-undefine", name)
+    ready_vm(vm)
+    assert set(networks) <= set(vm._virsh("net-list", "--name").split())
+    assert guest.run("cat /proc/sys/kernel/random/boot_id", timeout=30).check().stdout == boot_id
