@@ -173,10 +173,11 @@ class VM:
         except subprocess.CalledProcessError as err:
             raise self._vagrant_failed("up") from err
         self.say(f"VM up in {time.monotonic() - started:.0f} s")
+        self._surroundings_file.unlink(missing_ok=True)  # a new boot: no clean snapshot yet
         if self._transport is not None:
-            # A new VM may have a new address; whoever holds the transport keeps using it.
+            # A new boot may have a new address; whoever holds the transport keeps using it.
             self._transport.close()
-            self._transport.target = self.ssh_target()
+            self._transport.target = self._vagrant_ssh_target()
 
     def settings_fingerprint(self) -> dict[str, object]:
         """What a saved VM must have been made with to be resumed: box (and its recipe), driver,
@@ -223,21 +224,25 @@ class VM:
         except subprocess.CalledProcessError as err:
             raise self._vagrant_failed("destroy") from err
         self._fingerprint_file.unlink(missing_ok=True)
+        self._surroundings_file.unlink(missing_ok=True)
 
     # -- SSH ------------------------------------------------------------------------------------
     def ssh_target(self) -> SSHTarget:
+        """The guest's SSH: the address recorded with the clean snapshot of the current boot
+        when there is one (a resumed guest keeps its snapshot's address, while vagrant's, read
+        from DHCP leases, may be gone or stale), else what vagrant says."""
+        saved = self._surroundings()["ssh"]
+        if saved is not None and self.domain_state() == "running":
+            return SSHTarget(**saved)
+        return self._vagrant_ssh_target()
+
+    def _vagrant_ssh_target(self) -> SSHTarget:
         """Where vagrant says the guest's SSH is, read by paramiko's own ssh_config parser (it
         expands %h/%p in the ProxyCommand vagrant-libvirt uses for a remote libvirt host)."""
         try:
             text = self.vagrant().ssh_config()
         except subprocess.CalledProcessError as err:
-            saved = self._surroundings()["ssh"]
-            if saved is None or self.domain_state() != "running":
-                raise self._vagrant_failed("ssh-config") from err
-            target = SSHTarget(**saved)
-            self.say(f"vagrant does not know the guest's address (its DHCP lease is gone); "
-                     f"using the address it had in its clean snapshot, {target.host}")
-            return target
+            raise self._vagrant_failed("ssh-config") from err
         return ssh_target_from_config(text, self.settings.box.user)
 
     def transport(self) -> SSHTransport:
@@ -361,6 +366,15 @@ class VM:
             self._virsh("snapshot-revert", domain, name, "--running", "--force")
         except HostCommandError as err:
             raise VMError(f"reverting to snapshot {name!r} failed: {err}") from err
+        saved = self._surroundings()["ssh"]
+        if saved is not None:
+            # The guest's network state is the snapshot's, so is its address (vagrant's, from
+            # DHCP leases, may be gone or newer than the snapshot).
+            target = SSHTarget(**saved)
+            if self._transport is None:
+                self._transport = SSHTransport(target, death_watch=SerialPanicWatch(self))
+            else:
+                self._transport.target = target
         self.wait_for_ssh(timeout=90)
         return time.monotonic() - started
 
