@@ -236,7 +236,7 @@ class Builder:
         started = time.monotonic()
         if place == ON_HOST:
             assert self.host is not None
-            outcome = self.host.compile(source_dir, remote_dir, release,
+            outcome = self.host.compile(source_dir, remote_dir,
                                         make_command(remote_dir, extra_cflags, release=release),
                                         self.timeout)
             for rel, data in outcome.ko_files.items():

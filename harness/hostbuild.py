@@ -74,7 +74,6 @@ class RootfsBuilder:
 
     rootfs: Path
     work_root: Path  # host folder for the per-build scratch copies
-    jobs: int = 2
 
     def unavailable_reason(self) -> str | None:
         """None when builds can run here; else what is missing and what to do."""
@@ -104,7 +103,7 @@ class RootfsBuilder:
                                    "sh", "-c", probe], capture_output=True, text=True, timeout=60)
         return parse_toolchain(done.stdout)
 
-    def compile(self, source_dir: Path, guest_dir: str, release: str, make_command: str,
+    def compile(self, source_dir: Path, guest_dir: str, make_command: str,
                 timeout: float) -> CompileOutcome:
         """Copy the sendable sources to a scratch folder, bind it at ``guest_dir`` and make."""
         self.work_root.mkdir(parents=True, exist_ok=True)
