@@ -26,6 +26,7 @@ from harness.hostexec import HostCommandError, Stopwatch, run, run_streaming
 from harness.paths import cache_dir
 
 BUILDER_VERSION = "3"
+ROOTFS_COMPLETE = ".harness-complete"  # written last into a finished root filesystem
 KERNEL_CMDLINE = (
     "root=LABEL=root rw console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0"
 )
@@ -173,7 +174,7 @@ class BoxBuild:
             return False
         self._preflight()
         self.dir.mkdir(parents=True, exist_ok=True)
-        if force or not (self.rootfs / ".harness-complete").is_file():
+        if force or not (self.rootfs / ROOTFS_COMPLETE).is_file():
             self._make_rootfs()
         else:
             self.clock.step(f"root filesystem cached in {self.rootfs}")
@@ -214,7 +215,7 @@ class BoxBuild:
         )
         self.clock.step("configuring the guest for Vagrant")
         self._configure_rootfs()
-        (self.rootfs / ".harness-complete").write_text(self.digest + "\n")
+        (self.rootfs / ROOTFS_COMPLETE).write_text(self.digest + "\n")
 
     def _configure_rootfs(self) -> None:
         root = self.rootfs
@@ -284,7 +285,7 @@ class BoxBuild:
                 try:
                     self.clock.step("copying the root filesystem into the disk")
                     run(["cp", "-a", f"{self.rootfs}/.", str(mnt)])
-                    (mnt / ".harness-complete").unlink(missing_ok=True)
+                    (mnt / ROOTFS_COMPLETE).unlink(missing_ok=True)
                     extlinux_dir = mnt / "boot" / "extlinux"
                     extlinux_dir.mkdir(parents=True, exist_ok=True)
                     (extlinux_dir / "extlinux.conf").write_text(
@@ -350,9 +351,9 @@ def remove_pool_volumes(vagrant_box: str, pool: str = "default") -> list[str]:
     return removed
 
 
-def kept_rootfs(box: Box) -> Path | None:
-    """The complete root filesystem ``box build`` made ``box`` from, when it is on this host."""
+def box_rootfs(box: Box) -> Path | None:
+    """Where ``box build`` keeps the root filesystem it made ``box`` from (complete when it has
+    ROOTFS_COMPLETE); None for a cloud box, which has none."""
     if not box.is_local or box.recipe is None:
         return None
-    rootfs = BoxBuild(box).rootfs
-    return rootfs if (rootfs / ".harness-complete").is_file() else None
+    return BoxBuild(box).rootfs

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.hostbuild import CompileOutcome, RootfsBuilder, guest_toolchain
+from harness.hostbuild import NO_ROOTFS, CompileOutcome, RootfsBuilder, guest_toolchain
 from harness.transport import Transport
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -206,7 +206,7 @@ class Builder:
         if mode == "guest":
             return IN_GUEST, "asked for (build mode guest)"
         if self.host is None:
-            return IN_GUEST, "the box keeps no root filesystem on this host (not a local box)"
+            return IN_GUEST, NO_ROOTFS
         reason = self.host.unavailable_reason()
         if reason:
             return IN_GUEST, reason

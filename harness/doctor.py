@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import accel
-from harness.boxbuild import kept_rootfs
+from harness.boxbuild import box_rootfs
 from harness.boxes import Box
-from harness.hostbuild import RootfsBuilder
+from harness.hostbuild import NO_ROOTFS, RootfsBuilder
 from harness.hostexec import HostCommandError, run
 from harness.vm import LIBVIRT_URI
 
@@ -167,13 +167,9 @@ def make_box_check(box: Box) -> Callable[[bool], Check]:
 
 def make_build_check(box: Box) -> Callable[[bool], Check]:
     def check_fast_build(fix: bool) -> Check:
-        rootfs = kept_rootfs(box)
-        if not box.is_local:
-            reason = "a cloud box has no root filesystem on the host"
-        elif rootfs is None:
-            reason = f"the box's root filesystem is not on this host (harness box build {box.name})"
-        else:
-            reason = RootfsBuilder(rootfs, Path("/tmp")).unavailable_reason()
+        rootfs = box_rootfs(box)
+        reason = NO_ROOTFS if rootfs is None else \
+            RootfsBuilder(rootfs, Path("/tmp")).unavailable_reason()
         if reason:
             return Check("fast build", "warn",
                          f"modules will be compiled in the guest (slow under TCG): {reason}")

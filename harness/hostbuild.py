@@ -21,10 +21,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.boxbuild import ROOTFS_COMPLETE
 from harness.sync import source_files
 from harness.transport import Transport
 
 SANDBOX_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+NO_ROOTFS = "a cloud box has no root filesystem on the host"
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,8 @@ class RootfsBuilder:
 
     def unavailable_reason(self) -> str | None:
         """None when builds can run here; else what is missing and what to do."""
-        if not (self.rootfs / "usr" / "bin").is_dir():
-            return (f"the box's root filesystem is not kept on this host ({self.rootfs}); "
+        if not (self.rootfs / ROOTFS_COMPLETE).is_file():
+            return (f"the box's root filesystem is not on this host ({self.rootfs}); "
                     "`harness box build` keeps it")
         if shutil.which("bwrap") is None:
             return "bubblewrap is not installed (apt-get install bubblewrap)"

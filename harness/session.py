@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import accel
-from harness.boxbuild import kept_rootfs
+from harness.boxbuild import box_rootfs
 from harness.boxes import load_catalogue
 from harness.hostbuild import RootfsBuilder
 from harness.kmod import Guest
@@ -96,7 +96,7 @@ def make_guest(vm: VM, build_mode: str = "auto", cache_name: str = "build-cache"
     """The module workflow's view of ``vm``; builds go where ``build_mode`` says (auto: the
     host's copy of the box's root filesystem when it matches the guest)."""
     box = vm.settings.box
-    rootfs = kept_rootfs(box)
+    rootfs = box_rootfs(box)
     host = RootfsBuilder(rootfs, vm.state / "host-build") if rootfs else None
     return Guest(vm.transport(), vm.state / cache_name,
                  headers_hint=f"install {box.headers_package} ({box.headers_install})",

@@ -55,7 +55,7 @@ def test_auto_builds_on_the_host_when_the_rootfs_matches_the_guest():
 
 
 @pytest.mark.parametrize("host, reason", [
-    (None, "not a local box"),
+    (None, "a cloud box has no root filesystem"),
     (FakeRootfs(GUEST, missing="bubblewrap is not installed"), "bubblewrap is not installed"),
     (FakeRootfs(Toolchain(GUEST.release, "ffff" * 16, GUEST.gcc)), "Module.symvers sha256"),
     (FakeRootfs(Toolchain(GUEST.release, GUEST.symvers_sha256, "gcc 13")), "gcc"),
@@ -113,7 +113,7 @@ def test_make_command_names_the_release_outside_the_guest():
 
 def test_a_missing_rootfs_or_bubblewrap_is_explained(tmp_path, monkeypatch):
     assert "harness box build" in RootfsBuilder(tmp_path, tmp_path).unavailable_reason()
-    (tmp_path / "usr" / "bin").mkdir(parents=True)
+    (tmp_path / ".harness-complete").write_text("d028b10cab26bdd0\n")
     monkeypatch.setattr("shutil.which", lambda name: None)
     assert "apt-get install bubblewrap" in RootfsBuilder(tmp_path, tmp_path).unavailable_reason()
 
