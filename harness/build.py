@@ -158,9 +158,8 @@ class Builder:
     timeout: float = DEFAULT_TIMEOUT_S
     mode: str = "auto"
     host: RootfsBuilder | None = None
-    decision: str | None = field(default=None, init=False)  # where builds go, and why
     counts: Counter[str] = field(default_factory=Counter, init=False)  # place or "reused"
-    _why: str | None = field(default=None, init=False)
+    _last_decision: tuple[str, str] | None = field(default=None, init=False)  # place, why
     _place: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -187,9 +186,16 @@ class Builder:
             if place == IN_GUEST and mode == "host":
                 raise HostBuildUnavailable(f"a build on the host was asked for, but {why}")
             self._place[release, mode] = place
-            self.decision = f"modules are built {PLACE_WORDS[place]}: {why}"
-            self._why = why
+            self._last_decision = place, why
         return self._place[release, mode]
+
+    @property
+    def decision(self) -> str | None:
+        """Where builds go, and why (None until a build needed deciding)."""
+        if self._last_decision is None:
+            return None
+        place, why = self._last_decision
+        return f"modules are built {PLACE_WORDS[place]}: {why}"
 
     def summary(self) -> str | None:
         """One line for the end of a run: how many builds ran where, and why there."""
@@ -199,7 +205,7 @@ class Builder:
                  for place in (ON_HOST, IN_GUEST) if self.counts[place]]
         if self.counts["reused"]:
             parts.append(f"{self.counts['reused']} reused from identical earlier builds")
-        why = f"; why: {self._why}" if self._why else ""
+        why = f"; why: {self._last_decision[1]}" if self._last_decision else ""
         return f"module builds: {', '.join(parts)}{why}"
 
     def _decide(self, release: str, mode: str) -> tuple[str, str]:

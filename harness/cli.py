@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -46,8 +45,9 @@ def _vm(args: argparse.Namespace, project_dir: Path | None = None):
     from harness.session import VMOptions, make_vm
 
     options = VMOptions(box=args.box, driver=args.driver, memory=args.memory, cpus=args.cpus,
-                        boxes_file=Path(args.boxes) if args.boxes else None,
-                        libvirt_host=args.libvirt_host or None)
+                        boxes_file=Path(args.boxes) if args.boxes else None)
+    if args.libvirt_host:  # else VMOptions' default: $HARNESS_LIBVIRT_HOST
+        options.libvirt_host = args.libvirt_host
     return make_vm(options, project_dir or Path.cwd(), catalogue_dir=Path.cwd())
 
 
@@ -226,7 +226,7 @@ def _add_vm_options(parser: argparse.ArgumentParser) -> None:
                         help="libvirt driver; auto probes KVM and falls back to qemu (TCG)")
     parser.add_argument("--memory", type=int, default=2048, help="MiB (default 2048)")
     parser.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default 2)")
-    parser.add_argument("--libvirt-host", default=os.environ.get("HARNESS_LIBVIRT_HOST"),
+    parser.add_argument("--libvirt-host",
                         help="remote libvirt host reached over SSH (default $HARNESS_LIBVIRT_HOST;"
                         " see README, 'Beyond one machine')")
 

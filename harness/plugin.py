@@ -91,10 +91,10 @@ def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
     options = VMOptions(box=config.getoption("--vm-box"), driver=config.getoption("--vm-driver"),
                         memory=config.getoption("--vm-memory"),
                         cpus=config.getoption("--vm-cpus"))
-    for name in ("host", "user", "key"):
-        value = config.getoption(f"--vm-libvirt-{name}")
-        if value:
-            setattr(options, {"key": "libvirt_ssh_key"}.get(name, f"libvirt_{name}"), value)
+    # Given options win over the HARNESS_LIBVIRT_* environment VMOptions reads by default.
+    options.libvirt_host = config.getoption("--vm-libvirt-host") or options.libvirt_host
+    options.libvirt_user = config.getoption("--vm-libvirt-user") or options.libvirt_user
+    options.libvirt_ssh_key = config.getoption("--vm-libvirt-key") or options.libvirt_ssh_key
     project = Path(config.getoption("--vm-project") or config.rootpath)
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     vm = None

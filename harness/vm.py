@@ -174,10 +174,7 @@ class VM:
             raise self._vagrant_failed("up") from err
         self.say(f"VM up in {time.monotonic() - started:.0f} s")
         self._surroundings_file.unlink(missing_ok=True)  # a new boot: no clean snapshot yet
-        if self._transport is not None:
-            # A new boot may have a new address; whoever holds the transport keeps using it.
-            self._transport.close()
-            self._transport.target = self._vagrant_ssh_target()
+        self._retarget()
 
     def settings_fingerprint(self) -> dict[str, object]:
         """What a saved VM must have been made with to be resumed: box (and its recipe), driver,
@@ -244,6 +241,13 @@ class VM:
         except subprocess.CalledProcessError as err:
             raise self._vagrant_failed("ssh-config") from err
         return ssh_target_from_config(text, self.settings.box.user)
+
+    def _retarget(self) -> None:
+        """After a new boot or a revert the guest's address may differ; whoever holds the
+        transport keeps using it, so its target is updated in place."""
+        if self._transport is not None:
+            self._transport.close()
+            self._transport.target = self.ssh_target()
 
     def transport(self) -> SSHTransport:
         if self._transport is None:
@@ -366,15 +370,7 @@ class VM:
             self._virsh("snapshot-revert", domain, name, "--running", "--force")
         except HostCommandError as err:
             raise VMError(f"reverting to snapshot {name!r} failed: {err}") from err
-        saved = self._surroundings()["ssh"]
-        if saved is not None:
-            # The guest's network state is the snapshot's, so is its address (vagrant's, from
-            # DHCP leases, may be gone or newer than the snapshot).
-            target = SSHTarget(**saved)
-            if self._transport is None:
-                self._transport = SSHTransport(target, death_watch=SerialPanicWatch(self))
-            else:
-                self._transport.target = target
+        self._retarget()
         self.wait_for_ssh(timeout=90)
         return time.monotonic() - started
 
