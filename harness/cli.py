@@ -81,6 +81,8 @@ def cmd_vm(args: argparse.Namespace) -> int:
         print("VM powered off; its clean snapshot is kept for the next run" if vm.has_snapshot()
               else "VM powered off (it has no clean snapshot: the next run boots it)")
     elif action == "ssh":
+        if not vm.is_running():  # e.g. saved by the last pytest run: resume it first
+            ready_vm(vm)
         result = vm.transport().run(" ".join(args.remote_command) or "uname -a", timeout=600)
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
