@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.boxes import Box, CatalogueError
+from harness.errors import HostError
 from harness.hostexec import HostCommandError, Stopwatch, run, run_streaming
 from harness.paths import cache_dir
 
@@ -44,7 +45,7 @@ HOST_TOOLS = {
 }
 
 
-class BoxBuildError(RuntimeError):
+class BoxBuildError(HostError):
     """The box could not be built; the message says what to do."""
 
 

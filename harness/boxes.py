@@ -15,12 +15,13 @@ from typing import Any
 
 import yaml
 
+from harness.errors import ConfigurationError
 from harness.schema import Schema, check_keys
 
 PACKAGED_CATALOGUE = Path(__file__).parent / "data" / "boxes.yaml"
 
 
-class CatalogueError(ValueError):
+class CatalogueError(ConfigurationError, ValueError):
     """boxes.yaml is missing, unreadable or does not follow the schema."""
 
 

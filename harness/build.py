@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.errors import BuildError, ConfigurationError
 from harness.hostbuild import NO_ROOTFS, CompileOutcome, RootfsBuilder, guest_toolchain
 from harness.transport import Transport
 
@@ -98,7 +99,7 @@ class BuildResult:
         return [d for d in self.diagnostics if d.severity == "warning"]
 
 
-class BuildError(RuntimeError):
+class ModuleBuildError(BuildError):
     """The module did not build. The message starts with the compiler's errors."""
 
     def __init__(self, result: BuildResult):
@@ -113,7 +114,7 @@ class BuildError(RuntimeError):
         )
 
 
-class HeadersMissing(RuntimeError):
+class HeadersMissing(BuildError):
     """The running kernel has no build tree in the guest."""
 
 
@@ -138,7 +139,7 @@ PLACE_WORDS = {IN_GUEST: "in the guest",
                ON_HOST: "on the host, in the box's root filesystem (bubblewrap)"}
 
 
-class HostBuildUnavailable(RuntimeError):
+class HostBuildUnavailable(ConfigurationError):
     """``--build host`` was asked for but cannot be honoured; the message says why."""
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.boxes import CatalogueError, load_catalogue
 from harness.build import BUILD_MODES
+from harness.errors import HarnessError
 
 
 def _catalogue(args: argparse.Namespace):
@@ -133,11 +134,10 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The blog's loop for a person: sync, build, insmod, dmesg, rmmod, dmesg."""
-    from harness.build import BuildError
+    from harness.errors import BuildError, GuestUnreachable
     from harness.kmod import KernelCrashed, ModuleError, ModuleHung
     from harness.session import make_guest, ready_vm
     from harness.testrun import HarnessSession
-    from harness.transport import TransportError
 
     try:
         params = _parse_params(args.param)
@@ -185,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except BuildError as err:
         print(err, file=sys.stderr)
         return 1
-    except (KernelCrashed, ModuleHung, TransportError) as err:
+    except (KernelCrashed, ModuleHung, GuestUnreachable) as err:
         error = err
     except ModuleError as err:
         print(f"harness run: {err}", file=sys.stderr)
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130
-    except RuntimeError as err:
+    except HarnessError as err:
         print(f"harness: {err}", file=sys.stderr)
         return 1
 

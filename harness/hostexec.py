@@ -9,8 +9,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.errors import HostError
 
-class HostCommandError(RuntimeError):
+
+class HostCommandError(HostError):
     """A host command failed; the message names the command and ends with its output."""
 
     def __init__(self, argv: Sequence[str], returncode: int, output: str):

@@ -14,21 +14,18 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.build import Builder, BuildError, BuildResult
+from harness.build import Builder, BuildResult, ModuleBuildError
+from harness.errors import CommandTimeout, KernelFailure, ModuleError
 from harness.hostbuild import RootfsBuilder
 from harness.kmsg import Capture, KernelLog
 from harness.sync import SyncResult, sync_tree, tree_digest
-from harness.transport import CommandResult, CommandTimeout, Transport
+from harness.transport import CommandResult, Transport
 
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PARAM_VALUE = re.compile(r"^[\x21-\x7e ]*$")  # printable ASCII; quotes rejected below
 CRASH_EXIT = {137: "Killed", 139: "Segmentation fault"}
 LOAD_TIMEOUT_S = 120.0
 UNLOAD_TIMEOUT_S = 120.0
-
-
-class ModuleError(RuntimeError):
-    """A module operation failed in an ordinary way (bad parameter, load refused, ...)."""
 
 
 class LoadError(ModuleError):
@@ -47,7 +44,7 @@ class UnloadError(ModuleError):
     pass
 
 
-class KernelCrashed(AssertionError):
+class KernelCrashed(KernelFailure):
     """The kernel crashed while running the module's init or exit (insmod/rmmod was killed)."""
 
     def __init__(self, module: str, phase: str, result: CommandResult, kernel_lines: list[str]):
@@ -61,7 +58,7 @@ class KernelCrashed(AssertionError):
         )
 
 
-class ModuleHung(AssertionError):
+class ModuleHung(KernelFailure):
     def __init__(self, module: str, phase: str, timeout: float):
         self.module, self.phase = module, phase
         super().__init__(
@@ -157,7 +154,7 @@ class Module:
         if result.ok and self.name is None:
             self.name = Path(result.ko_files[0]).stem.replace("-", "_")
         if check and not result.ok:
-            raise BuildError(result)
+            raise ModuleBuildError(result)
         return result
 
     def _ensure_built(self) -> BuildResult:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from harness.errors import KernelFailure
 from harness.transport import Transport
 
 LEVEL_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
@@ -97,7 +98,7 @@ class KernelLog:
         return Capture(self, self.cursor() if cursor is None else cursor)
 
 
-class ExpectTimeout(AssertionError):
+class ExpectTimeout(KernelFailure):
     """``expect`` did not see its line; the message lists the lines that did come."""
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.boxes import CatalogueError
-from harness.build import BUILD_MODES, BuildError
+from harness.build import BUILD_MODES
+from harness.errors import BuildError, HarnessError, HostError
 from harness.kmod import Module
 from harness.kmsg import Capture
 from harness.testrun import HarnessSession, TestRun
@@ -105,9 +105,9 @@ def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
         checks = [] if options.libvirt_host else \
             doctor.run_checks(vm.settings.box, fix=False, with_accel=False)
         if any(c.failed for c in checks):
-            raise RuntimeError("the host is not ready:\n" + doctor.report(checks))
+            raise HostError("the host is not ready:\n" + doctor.report(checks))
         ready_vm(vm, reuse=True)
-    except (CatalogueError, RuntimeError, OSError) as err:
+    except (HarnessError, OSError) as err:
         if vm is not None and _end_action(config) == "destroy":
             with contextlib.suppress(Exception):  # nothing left behind, as asked
                 vm.destroy()

@@ -14,9 +14,10 @@ from pathlib import Path
 from harness import accel
 from harness.boxbuild import box_rootfs
 from harness.boxes import load_catalogue
+from harness.errors import VMError
 from harness.hostbuild import RootfsBuilder
 from harness.kmod import Guest
-from harness.vm import VM, VMError, VMSettings
+from harness.vm import VM, VMSettings
 
 
 @dataclass

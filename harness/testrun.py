@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import taint
+from harness.errors import CommandFailed, GuestUnreachable, HarnessError, VMError
 from harness.kmod import Guest, KernelCrashed, Module, ModuleError, ModuleHung
 from harness.kmsg import Capture
 from harness.oops.detect import Report, detect
 from harness.oops.symbolize import symbolize
-from harness.transport import TransportError
-from harness.vm import VM, VMError
+from harness.vm import VM
 
 PANIC_SETTLE_S = 5.0
 
@@ -113,7 +113,7 @@ class HarnessSession:
                 archived = self.vm.state / "serial" / f"{archive_as}.log"
                 kept = f"; serial log kept in {archived}" if archived.exists() else ""
                 return f"restored a clean kernel by {name} in {seconds:.1f} s{kept}"
-            except (VMError, TransportError, RuntimeError) as err:
+            except HarnessError as err:
                 errors.append(f"{name}: {err}")
         raise VMError("could not get a clean kernel back:\n" + "\n".join(errors))
 
@@ -170,8 +170,8 @@ class TestRun:
         # A test may have caught the exception; the module remembers.
         verdict.hung = verdict.hung or next((m.hung for m in self.modules if m.hung), None)
         crashed = any(m.crashed for m in self.modules)
-        alive = verdict.hung is None and not isinstance(test_error, TransportError)
-        if isinstance(test_error, TransportError):
+        alive = verdict.hung is None and not isinstance(test_error, GuestUnreachable)
+        if isinstance(test_error, GuestUnreachable):
             verdict.guest_died = str(test_error)
         if alive and not crashed and not isinstance(test_error, KernelCrashed):
             alive = self._unload_leftovers(verdict)
@@ -185,8 +185,10 @@ class TestRun:
             try:
                 after = taint.read_taint(self.guest.transport)
                 verdict.new_taint = taint.new_failures(self.taint_before, after)
-            except (TransportError, RuntimeError) as err:
+            except GuestUnreachable as err:
                 verdict.guest_died = str(err)
+            except CommandFailed as err:
+                verdict.cleanup_errors.append(f"could not read the kernel's taint: {err}")
         self.verdict = verdict
         return verdict
 
@@ -204,7 +206,7 @@ class TestRun:
                 return True  # the detector reads the report from the log
             except ModuleError as err:
                 verdict.cleanup_errors.append(str(err))
-            except TransportError as err:
+            except GuestUnreachable as err:
                 verdict.guest_died = str(err)
                 return False
         return True
@@ -218,7 +220,7 @@ class TestRun:
                 verdict.kernel_lines = [r.console_line() for r in self.capture.records]
                 self.capture.freeze()
                 return verdict.kernel_lines
-            except (TransportError, RuntimeError) as err:
+            except GuestUnreachable as err:
                 verdict.guest_died = verdict.guest_died or str(err)
         self.capture.freeze()
         # The guest is hung or dead: its serial console is the only witness left.

@@ -2,7 +2,7 @@
 
 Everything above this module speaks only to :class:`Transport`: ``run`` a command (an argv
 list is quoted, never interpolated into a shell) with a timeout, and move files with SFTP-like
-calls. A lost connection raises :class:`TransportError`, which callers read as "the guest may
+calls. A lost connection raises :class:`GuestUnreachable`, which callers read as "the guest may
 have died" and check the serial console.
 """
 
@@ -22,19 +22,9 @@ from pathlib import Path
 
 import paramiko
 
+from harness.errors import CommandFailed, CommandTimeout, GuestUnreachable
+
 Command = str | Sequence[str]
-
-
-class TransportError(RuntimeError):
-    """The transport itself failed: connection refused, lost or timed out."""
-
-
-class CommandTimeout(TransportError):
-    """A command did not finish in time (the guest may be hung)."""
-
-    def __init__(self, command: str, timeout: float, stdout: str, stderr: str):
-        self.command, self.timeout, self.stdout, self.stderr = command, timeout, stdout, stderr
-        super().__init__(f"`{command}` did not finish within {timeout:g} s")
 
 
 @dataclass
@@ -49,17 +39,12 @@ class CommandResult:
     def ok(self) -> bool:
         return self.exit_status == 0
 
-    def check(self) -> CommandResult:
-        if not self.ok:
-            raise CommandFailed(self)
+    def check(self, *expected: int) -> CommandResult:
+        """This result, or :class:`CommandFailed` when the exit status is not one of
+        ``expected`` (default: 0)."""
+        if self.exit_status not in (expected or (0,)):
+            raise CommandFailed(self, expected or (0,))
         return self
-
-
-class CommandFailed(RuntimeError):
-    def __init__(self, result: CommandResult):
-        self.result = result
-        detail = (result.stderr or result.stdout).strip()
-        super().__init__(f"`{result.command}` exited {result.exit_status}: {detail}")
 
 
 @dataclass(frozen=True)
@@ -168,7 +153,7 @@ class SSHTransport(Transport):
                 allow_agent=False, look_for_keys=False,
             )
         except (OSError, paramiko.SSHException) as err:
-            raise TransportError(
+            raise GuestUnreachable(
                 f"cannot reach the guest at {self.target.host}:{self.target.port}: {err}"
             ) from err
         client.get_transport().set_keepalive(5)  # type: ignore[union-attr]
@@ -180,7 +165,7 @@ class SSHTransport(Transport):
             try:
                 self._sftp = self.client().open_sftp()
             except (OSError, paramiko.SSHException) as err:
-                raise TransportError(f"SFTP to the guest failed: {err}") from err
+                raise GuestUnreachable(f"SFTP to the guest failed: {err}") from err
         return self._sftp
 
     def close(self) -> None:
@@ -216,19 +201,19 @@ class SSHTransport(Transport):
                     channel.close()
                     raise CommandTimeout(text, timeout, _text(out), _text(err_buf))
                 if not self._client or not self._client.get_transport().is_active():  # type: ignore[union-attr]
-                    raise TransportError(f"the connection to the guest died during `{text}`")
+                    raise GuestUnreachable(f"the connection to the guest died during `{text}`")
                 if self.death_watch and time.monotonic() > next_death_check:
                     next_death_check = time.monotonic() + self.death_check_interval
                     reason = self.death_watch.died_since(watch_mark)
                     if reason:
                         self.close()
-                        raise TransportError(f"the guest died during `{text}`: {reason}")
+                        raise GuestUnreachable(f"the guest died during `{text}`: {reason}")
                 if not progressed:
                     time.sleep(0.02)
             status = channel.recv_exit_status()
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as err:
             self.close()
-            raise TransportError(f"lost the connection to the guest during `{text}`: {err}") \
+            raise GuestUnreachable(f"lost the connection to the guest during `{text}`: {err}") \
                 from err
         finally:
             channel.close()
@@ -251,7 +236,7 @@ class SSHTransport(Transport):
             except (OSError, paramiko.SSHException, EOFError) as err:
                 self.close()
                 if attempt == 2:
-                    raise TransportError(
+                    raise GuestUnreachable(
                         f"lost the connection to the guest running `{text}`: {err}") from err
         raise AssertionError("unreachable")
 
@@ -264,7 +249,7 @@ class SSHTransport(Transport):
             if isinstance(err, OSError) and err.errno is not None:
                 raise
             self.close()
-            raise TransportError(f"SFTP {what} failed: {err}") from err
+            raise GuestUnreachable(f"SFTP {what} failed: {err}") from err
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o644) -> None:
         def put() -> None:

@@ -28,17 +28,14 @@ import vagrant
 
 from harness.boxbuild import BUILDER_VERSION
 from harness.boxes import Box
+from harness.errors import CommandFailed, GuestUnreachable, VMError
 from harness.hostexec import HostCommandError, run
 from harness.paths import state_dir
-from harness.transport import DeathWatch, SSHTarget, SSHTransport, TransportError
+from harness.transport import DeathWatch, SSHTarget, SSHTransport
 
 PACKAGED_VAGRANTFILE = Path(__file__).parent / "data" / "Vagrantfile"
 LIBVIRT_URI = "qemu:///system"
 CLEAN_SNAPSHOT = "harness-clean"
-
-
-class VMError(RuntimeError):
-    """The VM could not be brought up, reached or restored; the message says what to do."""
 
 
 @dataclass
@@ -265,7 +262,7 @@ class VM:
             try:
                 self.transport().run("true", timeout=20).check()
                 return
-            except (TransportError, RuntimeError) as err:
+            except (GuestUnreachable, CommandFailed) as err:
                 last = err
                 self.close()
                 time.sleep(2)

@@ -14,8 +14,10 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from harness.errors import ConfigurationError
 
-class UnsafeSubmission(ValueError):
+
+class UnsafeSubmission(ConfigurationError, ValueError):
     """The submission cannot be unpacked safely (or at all); the message says why."""
 
 

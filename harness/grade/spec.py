@@ -9,10 +9,11 @@ from typing import Any
 
 import yaml
 
+from harness.errors import ConfigurationError
 from harness.schema import Schema, check_keys
 
 
-class SpecError(ValueError):
+class SpecError(ConfigurationError, ValueError):
     """The spec is invalid; the message names the file and the key."""
 
 
