@@ -40,7 +40,8 @@ sys.path.insert(0, str(ROOT))
 
 from harness.build import make_command  # noqa: E402
 from harness.grade.runner import grade  # noqa: E402
-from harness.kmod import Guest, Module  # noqa: E402
+from harness.guest import Guest  # noqa: E402
+from harness.kmod import Module  # noqa: E402
 from harness.oops.corpus import measure  # noqa: E402
 from harness.session import VMOptions, make_guest, make_vm, ready_vm  # noqa: E402
 from harness.transport import SSHTarget  # noqa: E402

@@ -7,17 +7,21 @@ the module's init or exit; a command that never returns means the module hung th
 
 from __future__ import annotations
 
+import graphlib
 import hashlib
+import itertools
 import posixpath
 import re
 import shlex
+import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.build import Builder, BuildResult, ModuleBuildError
-from harness.errors import CommandTimeout, KernelFailure, ModuleError
-from harness.hostbuild import RootfsBuilder
-from harness.kmsg import Capture, KernelLog
+from harness.build import BuildResult, ModuleBuildError
+from harness.errors import CommandTimeout, ConfigurationError, KernelFailure, ModuleError
+from harness.guest import Guest
+from harness.kmsg import Capture
 from harness.sync import SyncResult, sync_tree, tree_digest
 from harness.transport import CommandResult, Transport
 
@@ -26,6 +30,7 @@ PARAM_VALUE = re.compile(r"^[\x21-\x7e ]*$")  # printable ASCII; quotes rejected
 CRASH_EXIT = {137: "Killed", 139: "Segmentation fault"}
 LOAD_TIMEOUT_S = 120.0
 UNLOAD_TIMEOUT_S = 120.0
+_LOAD_COUNTER = itertools.count(1)
 
 
 class LoadError(ModuleError):
@@ -85,27 +90,6 @@ def format_param(name: str, value: object) -> str:
 
 
 @dataclass
-class Guest:
-    """A booted guest as the module workflow sees it: transport, kernel log, build cache."""
-
-    transport: Transport
-    build_cache: Path
-    remote_base: str = "/tmp/harness"
-    headers_hint: str = "install the kernel headers package for $(uname -r)"
-    build_mode: str = "auto"  # auto | host | guest (see harness.build.Builder)
-    host_builder: RootfsBuilder | None = None
-
-    def __post_init__(self) -> None:
-        self.kernel_log = KernelLog(self.transport)
-        self.builder = Builder(self.transport, self.build_cache, self.headers_hint,
-                               mode=self.build_mode, host=self.host_builder)
-
-    def loaded_modules(self) -> set[str]:
-        result = self.transport.run("cut -d' ' -f1 /proc/modules", timeout=30)
-        return set(result.stdout.split())
-
-
-@dataclass
 class Module:
     guest: Guest
     source_dir: Path
@@ -118,12 +102,17 @@ class Module:
     # Set when init/exit hung or crashed, even if the test caught the exception.
     hung: str | None = field(default=None, init=False)
     crashed: str | None = field(default=None, init=False)
+    # When it was last loaded (a counter shared by the guest): leftovers unload newest first.
+    loaded_order: int = field(default=0, init=False)
+    # Called with each sibling module this one creates (its dependencies from the same
+    # folder), so the test run tracks and unloads them too.
+    on_sibling: Callable[[Module], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.source_dir = Path(self.source_dir)
         if not (self.source_dir / "Makefile").is_file() and \
                 not (self.source_dir / "Kbuild").is_file():
-            raise ModuleError(
+            raise ConfigurationError(
                 f"{self.source_dir} has no Makefile or Kbuild: a module folder needs one "
                 "(e.g. `obj-m += hello.o`)"
             )
@@ -151,11 +140,29 @@ class Module:
         self.history.append(f"build: {'ok' if result.ok else 'FAILED'}"
                             f"{' (reused an identical earlier build)' if result.reused else ''}"
                             f" in {result.seconds:.1f} s, {result.where}")
-        if result.ok and self.name is None:
-            self.name = Path(result.ko_files[0]).stem.replace("-", "_")
         if check and not result.ok:
             raise ModuleBuildError(result)
         return result
+
+    def _require_name(self) -> str:
+        """Built, with the one module this object stands for named (or a clear error)."""
+        names = module_names(self._ensure_built())
+        if self.name is None and len(names) == 1:
+            self.name = names[0]
+        elif self.name is None:
+            raise ModuleError(
+                f"{self.source_dir} builds {len(names)} modules ({', '.join(names)}): pick one "
+                f"with kmod(path, name={names[-1]!r}), or take them all with kmod.all(path), "
+                "which loads them in the order their dependencies need")
+        elif self.name not in names:
+            raise ModuleError(f"{self.source_dir} builds no module named {self.name!r}; it "
+                              f"builds {', '.join(names)}")
+        return self.name
+
+    @property
+    def names(self) -> list[str]:
+        """Every module the folder builds (after a build)."""
+        return module_names(self._ensure_built())
 
     def _ensure_built(self) -> BuildResult:
         # Always through build(): a snapshot revert may have wiped the guest folder since the
@@ -167,16 +174,49 @@ class Module:
         result = self.build_result
         if result is None or not result.ok:
             raise ModuleError("the module has not been built")
+        self._require_name()
         for ko in result.ko_files:
-            if Path(ko).stem.replace("-", "_") == self.name:
+            if module_name(ko) == self.name:
                 return ko
-        return result.ko_files[0]
+        raise ModuleError(f"{self.source_dir} built no {self.name}.ko")
+
+    def dependencies(self) -> list[str]:
+        """The modules this one needs loaded first (modinfo's ``depends``)."""
+        name = self._require_name()
+        assert self.build_result is not None
+        local = self.build_result.local_ko.get(name)
+        if local is None or not local.is_file():
+            return []
+        return [d for d in ko_modinfo(local.read_bytes()).get("depends", [""])[0].split(",") if d]
+
+    def sibling(self, name: str) -> Module:
+        """Another module built by the same folder (the same build, its own name)."""
+        other = Module(self.guest, self.source_dir, self.extra_cflags, name=name,
+                       build_mode=self.build_mode, on_sibling=self.on_sibling)
+        if self.on_sibling is not None:
+            self.on_sibling(other)
+        return other
+
+    def _load_dependencies(self) -> None:
+        """Siblings from the same folder first (insmod), then in-tree modules (modprobe)."""
+        siblings = set(self.names)
+        for dep in self.dependencies():
+            if dep in self.guest.loaded_modules():
+                continue
+            if dep in siblings:
+                self.history.append(f"load: {dep} first ({self.name} depends on it)")
+                self.sibling(dep).load()
+            else:
+                self.history.append(f"load: modprobe {dep} ({self.name} depends on it)")
+                result = self.transport.run(["modprobe", dep], sudo=True, timeout=LOAD_TIMEOUT_S)
+                if not result.ok:
+                    raise LoadError(dep, result, [])
 
     # -- load and unload --------------------------------------------------------------------------
     def load(self, timeout: float = LOAD_TIMEOUT_S, **params: object) -> CommandResult:
         args = [format_param(k, v) for k, v in params.items()]
-        self._ensure_built()
-        assert self.name is not None
+        self._require_name()
+        self._load_dependencies()
         capture = self.guest.kernel_log.capture()
         command = "insmod " + shlex.quote(self.ko_path) + "".join(
             " " + shlex.quote(a) for a in args)
@@ -187,7 +227,9 @@ class Module:
             hang = ModuleHung(self.name, "init", timeout)
             self.hung = str(hang)
             raise hang from err
-        return self._judge(result, "init", capture)
+        self._judge(result, "init", capture)
+        self.loaded_order = next(_LOAD_COUNTER)
+        return result
 
     def unload(self, timeout: float = UNLOAD_TIMEOUT_S) -> CommandResult:
         if self.name is None:
@@ -266,6 +308,106 @@ class Module:
         except Exception as err:  # noqa: BLE001 - a report must not fail on a dead guest
             lines.append(f"(state unavailable: {err})")
         return "\n".join(lines)
+
+
+@dataclass
+class ModuleGroup:
+    """Every module one folder builds, each a :class:`Module`, loaded in dependency order.
+
+    ``group.load()`` loads them all (a module after those it depends on), ``group.unload()``
+    unloads them in reverse, ``group["name"]`` is one of them; it is a context manager too.
+    """
+
+    modules: list[Module]
+
+    @classmethod
+    def of(cls, first: Module) -> ModuleGroup:
+        names = first.names
+        by_name = {names[0]: first}
+        first.name = names[0]
+        for name in names[1:]:
+            by_name[name] = first.sibling(name)
+        order = dependency_order({n: m.dependencies() for n, m in by_name.items()})
+        return cls([by_name[n] for n in order])
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name or "" for m in self.modules]
+
+    def __getitem__(self, name: str) -> Module:
+        for module in self.modules:
+            if module.name == name:
+                return module
+        raise KeyError(f"no module {name!r} here; there are {', '.join(self.names)}")
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.modules)
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def load(self) -> None:
+        for module in self.modules:
+            if not module.is_loaded():
+                module.load()
+
+    def unload(self) -> None:
+        for module in reversed(self.modules):
+            if module.is_loaded():
+                module.unload()
+
+    def __enter__(self) -> ModuleGroup:
+        self.load()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unload()
+
+
+def dependency_order(depends: dict[str, list[str]]) -> list[str]:
+    """Names ordered so each comes after the ones it depends on (outside names ignored)."""
+    sorter = graphlib.TopologicalSorter(
+        {name: [d for d in deps if d in depends] for name, deps in depends.items()})
+    try:
+        return list(sorter.static_order())
+    except graphlib.CycleError as err:
+        raise ModuleError(f"these modules depend on each other in a cycle: {err.args[1]}") \
+            from err
+
+
+def module_name(ko_path: str | Path) -> str:
+    """The kernel's name for a .ko file: its stem with ``-`` read as ``_``."""
+    return Path(ko_path).stem.replace("-", "_")
+
+
+def module_names(result: BuildResult) -> list[str]:
+    return [module_name(ko) for ko in result.ko_files]
+
+
+def ko_modinfo(data: bytes) -> dict[str, list[str]]:
+    """The ``.modinfo`` section of a .ko (ELF64, little-endian): ``key=value`` strings, read
+    on the host without modinfo (e.g. ``depends``, ``name``, ``vermagic``, ``parm``)."""
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return {}
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+
+    def section(index: int) -> tuple[int, int, int]:
+        name, _, _, _, offset, size = struct.unpack_from("<IIQQQQ", data, shoff + index * shentsize)
+        return name, offset, size
+
+    _, strings_at, _ = section(shstrndx)
+    info: dict[str, list[str]] = {}
+    for index in range(shnum):
+        name_at, offset, size = section(index)
+        end = data.index(b"\0", strings_at + name_at)
+        if data[strings_at + name_at:end] != b".modinfo":
+            continue
+        for entry in data[offset:offset + size].split(b"\0"):
+            key, sep, value = entry.decode(errors="replace").partition("=")
+            if sep:
+                info.setdefault(key, []).append(value)
+    return info
 
 
 def _path_tag(path: Path) -> str:

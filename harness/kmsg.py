@@ -129,7 +129,9 @@ class Capture:
 
     @property
     def lines(self) -> list[str]:
-        return [r.text for r in self.refresh().records]
+        """The text of each line, as ``dmesg`` shows them: a record holding newlines (one
+        ``printk`` of several lines) gives several lines."""
+        return [line for r in self.refresh().records for line in r.text.split("\n")]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.lines)
@@ -143,25 +145,39 @@ class Capture:
     def __str__(self) -> str:
         return "\n".join(r.console_line() for r in self.refresh().records)
 
-    def grep(self, pattern: str) -> list[str]:
-        regex = re.compile(pattern)
-        return [line for line in self.lines if regex.search(line)]
+    def grep(self, pattern: str | re.Pattern[str], regex: bool = False) -> list[str]:
+        """The lines containing ``pattern`` as plain text; a compiled ``re.Pattern`` (or
+        ``regex=True``) is searched as a regular expression instead."""
+        found = _matcher(pattern, regex)
+        return [line for line in self.lines if found(line)]
 
-    def expect(self, pattern: str, timeout: float = 10.0, regex: bool | None = None) -> str:
-        """Wait for a line containing ``pattern`` (or matching it, when it looks like a regex
-        or ``regex=True``); return the line, or fail listing the lines that did come."""
-        use_regex = regex if regex is not None else bool(re.search(r"[\\^$*+?\[\](){}|]", pattern))
-        matcher = re.compile(pattern) if use_regex else None
+    def expect(self, pattern: str | re.Pattern[str], timeout: float = 10.0,
+               regex: bool = False) -> str:
+        """Wait up to ``timeout`` s for a line containing ``pattern`` (plain text, whatever
+        characters it has; a compiled ``re.Pattern`` or ``regex=True`` means a regular
+        expression); return the line, or fail listing the lines that did come."""
+        found = _matcher(pattern, regex)
         deadline = time.monotonic() + timeout
         while True:
             for line in self.lines:
-                if (matcher.search(line) if matcher else pattern in line):
+                if found(line):
                     return line
             if time.monotonic() >= deadline or self.frozen:
                 break
             time.sleep(0.5)
         came = "\n".join(f"  {line}" for line in self.lines[-40:]) or "  (no kernel lines at all)"
+        how = "matched the regex" if isinstance(pattern, re.Pattern) or regex else "contained"
+        text = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
         raise ExpectTimeout(
-            f"no kernel line {'matched' if matcher else 'contained'} {pattern!r} within "
-            f"{timeout:g} s; the lines that did come:\n{came}"
+            f"no kernel line {how} {text!r} within {timeout:g} s; the lines that did come:\n"
+            f"{came}"
         )
+
+
+def _matcher(pattern: str | re.Pattern[str], regex: bool):
+    if isinstance(pattern, re.Pattern):
+        return lambda line: pattern.search(line) is not None
+    if regex:
+        compiled = re.compile(pattern)
+        return lambda line: compiled.search(line) is not None
+    return lambda line: pattern in line

@@ -19,10 +19,10 @@ import pytest
 
 from harness.build import BUILD_MODES
 from harness.errors import BuildError, HarnessError, HostError
-from harness.kmod import Module
+from harness.guest import Guest, HostPaths
+from harness.kmod import Module, ModuleGroup
 from harness.kmsg import Capture
 from harness.testrun import HarnessSession, TestRun
-from harness.transport import Transport
 
 RUN_KEY = pytest.StashKey[TestRun]()
 SESSION_ERROR_KEY = pytest.StashKey[str]()
@@ -65,6 +65,41 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="skip vm tests when no VM can be had (default: fail them)")
     parser.addini("harness_ignore_oops", type="linelist", default=[],
                   help="regexes of crash titles that are known noise and never fail a test")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
+                                  args: list[str]) -> None:
+    """Keep test ids as ``test_x.py::test_hello`` when an option's value is its own word.
+
+    pytest picks its rootdir (which test ids are relative to) before plugins' options are
+    known, so in ``--vm-project /path`` it reads ``/path`` as a test path and the rootdir
+    becomes a common ancestor. Now that the options are known, the same choice is made again
+    with the values where they belong.
+    """
+    from _pytest.config.findpaths import determine_setup
+
+    taking_values = {name for option in parser.getgroup("harness").options
+                     if option.attrs().get("action") is None for name in option.names()}
+    values = taking_values.intersection(args[:-1])
+    if not values:
+        return
+    namespace, unknown = parser.parse_known_and_unknown_args(args)
+    rootpath, inipath, inicfg = determine_setup(
+        inifile=namespace.inifilename, args=namespace.file_or_dir + unknown,
+        rootdir_cmd_arg=namespace.rootdir or None,
+        invocation_dir=early_config.invocation_params.dir)
+    if (rootpath, inipath) == (early_config.rootpath, early_config.inipath):
+        return
+    # pytest has no public way to say this: the attributes _initini sets, and the addopts
+    # _preparse applied from the ini file it had found, swapped for the right file's.
+    wrong_addopts = early_config.getini("addopts")
+    if wrong_addopts and args[:len(wrong_addopts)] == wrong_addopts:
+        del args[:len(wrong_addopts)]
+    early_config._rootpath, early_config._inipath, early_config.inicfg = (  # noqa: SLF001
+        rootpath, inipath, inicfg)
+    early_config._inicache.clear()  # noqa: SLF001
+    args[:0] = early_config.getini("addopts")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -179,17 +214,28 @@ def _run(request: pytest.FixtureRequest) -> TestRun:
     return request.node.stash[RUN_KEY]
 
 
+class ModuleFactory:
+    """What the ``kmod`` fixture gives: ``kmod(path)`` one module, ``kmod.all(path)`` every
+    module a folder builds. Relative paths start at the test file's folder."""
+
+    def __init__(self, run: TestRun, paths: HostPaths):
+        self._run, self._paths = run, paths
+
+    def __call__(self, path: str | Path, **options: object) -> Module:
+        return self._run.module(self._paths.resolve(path), **options)
+
+    def all(self, path: str | Path, **options: object) -> ModuleGroup:
+        return self._run.module_group(self._paths.resolve(path), **options)
+
+
+def _host_paths(request: pytest.FixtureRequest) -> HostPaths:
+    return HostPaths(Path(request.node.path).parent, Path(request.config.rootpath))
+
+
 @pytest.fixture
-def kmod(request: pytest.FixtureRequest):
-    """``m = kmod("modules/hello")``: a module to build, load and unload in the guest."""
-    run = _run(request)
-    base = Path(request.config.rootpath)
-
-    def factory(path: str | Path, **options: object) -> Module:
-        path = Path(path)
-        return run.module(path if path.is_absolute() else base / path, **options)
-
-    return factory
+def kmod(request: pytest.FixtureRequest) -> ModuleFactory:
+    """``m = kmod("hello")``: a module to build, load and unload in the guest."""
+    return ModuleFactory(_run(request), _host_paths(request))
 
 
 @pytest.fixture
@@ -201,9 +247,9 @@ def dmesg(request: pytest.FixtureRequest) -> Capture:
 
 
 @pytest.fixture
-def guest(request: pytest.FixtureRequest) -> Transport:
-    """Run commands in the guest: ``guest.run("cat /proc/modules").stdout``."""
-    return _run(request).guest.transport
+def guest(request: pytest.FixtureRequest) -> Guest:
+    """The guest: ``run``/``check_output``/``run_expect``, files in and out, programs."""
+    return _run(request).guest.for_test(_host_paths(request))
 
 
 @pytest.hookimpl(wrapper=True)

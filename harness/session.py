@@ -15,8 +15,8 @@ from harness import accel
 from harness.boxbuild import box_rootfs
 from harness.boxes import load_catalogue
 from harness.errors import VMError
+from harness.guest import Guest
 from harness.hostbuild import RootfsBuilder
-from harness.kmod import Guest
 from harness.vm import VM, VMSettings
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from harness import taint
 from harness.errors import CommandFailed, GuestUnreachable, HarnessError, VMError
-from harness.kmod import Guest, KernelCrashed, Module, ModuleError, ModuleHung
+from harness.guest import Guest
+from harness.kmod import KernelCrashed, Module, ModuleError, ModuleGroup, ModuleHung
 from harness.kmsg import Capture
 from harness.oops.detect import Report, detect
 from harness.oops.symbolize import symbolize
@@ -110,7 +111,7 @@ class HarnessSession:
                 seconds = action()
                 self.restores += 1
                 self.clean = True
-                archived = self.vm.state / "serial" / f"{archive_as}.log"
+                archived = self.vm.serial_archive_path(archive_as)
                 kept = f"; serial log kept in {archived}" if archived.exists() else ""
                 return f"restored a clean kernel by {name} in {seconds:.1f} s{kept}"
             except HarnessError as err:
@@ -159,9 +160,14 @@ class TestRun:
         self.taint_before = taint.read_taint(self.guest.transport)
 
     def module(self, source_dir: str | Path, **options: object) -> Module:
-        module = Module(self.guest, Path(source_dir), **options)  # type: ignore[arg-type]
+        module = Module(self.guest, Path(source_dir), on_sibling=self.modules.append,
+                        **options)  # type: ignore[arg-type]
         self.modules.append(module)
         return module
+
+    def module_group(self, source_dir: str | Path, **options: object) -> ModuleGroup:
+        """Every module the folder builds, tracked like ``module``'s."""
+        return ModuleGroup.of(self.module(source_dir, **options))
 
     def finish(self, test_error: BaseException | None = None) -> Verdict:
         verdict = Verdict(expected_oops=self.expect_oops)
@@ -194,7 +200,8 @@ class TestRun:
 
     def _unload_leftovers(self, verdict: Verdict) -> bool:
         """Unload what the test left loaded (this too can crash). False: the guest is gone."""
-        for module in reversed(self.modules):
+        # Newest load first: a module is unloaded before those it depends on.
+        for module in sorted(self.modules, key=lambda m: m.loaded_order, reverse=True):
             try:
                 if module.is_loaded():
                     module.unload()

@@ -420,12 +420,16 @@ class VM:
                 s.libvirt_host or "", 22, s.libvirt_user, s.libvirt_ssh_key or ""))
         return self._host_transport
 
+    def serial_archive_path(self, name: str) -> Path:
+        """Where the serial log archived under ``name`` (e.g. a test id) is kept."""
+        return self.state / "serial" / f"{_safe_name(name)}.log"
+
     def archive_serial_log(self, name: str | None) -> Path | None:
         """Copy the serial log aside under ``.harness/serial/NAME.log`` (when it has content)."""
         text = self.read_serial_log()
         if not name or not text:
             return None
-        archive = self.state / "serial" / f"{_safe_name(name)}.log"
+        archive = self.serial_archive_path(name)
         archive.parent.mkdir(parents=True, exist_ok=True)
         archive.write_text(text)
         return archive

@@ -16,7 +16,7 @@ def test_builds(student_module):
 @pytest.mark.points(3)
 def test_prints_every_item(student_module, dmesg):
     student_module.load(count=4, timeout=LOAD_TIMEOUT)
-    assert len(dmesg.grep(r"llist: birthday \d+/\d+/\d+")) == 4
+    assert len(dmesg.grep(r"llist: birthday \d+/\d+/\d+", regex=True)) == 4
     assert "llist: created 4 items" in dmesg
 
 

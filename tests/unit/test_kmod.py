@@ -1,6 +1,8 @@
+import subprocess
+
 import pytest
 
-from harness.kmod import ModuleError, format_param
+from harness.kmod import ModuleError, dependency_order, format_param, ko_modinfo, module_name
 
 
 @pytest.mark.parametrize(("name", "value", "expected"), [
@@ -21,3 +23,37 @@ def test_parameters_are_formatted_for_insmod(name, value, expected):
 def test_bad_names_and_values_are_refused(name, value):
     with pytest.raises(ModuleError, match="invalid"):
         format_param(name, value)
+
+
+# -- modinfo read on the host, dependency order ----------------------------------------------------
+MODINFO_C = r"""
+static const char a[] __attribute__((section(".modinfo"), used)) = "license=GPL";
+static const char b[] __attribute__((section(".modinfo"), used)) = "depends=exporter,crc32";
+static const char c[] __attribute__((section(".modinfo"), used)) = "name=user";
+int unrelated = 1;
+"""
+
+
+def test_modinfo_is_read_from_the_ko_file_itself(tmp_path):
+    # A real ELF object with a .modinfo section, as kbuild writes one.
+    (tmp_path / "m.c").write_text(MODINFO_C)
+    subprocess.run(["gcc", "-c", "-o", tmp_path / "m.o", tmp_path / "m.c"], check=True)
+    info = ko_modinfo((tmp_path / "m.o").read_bytes())
+    assert info["depends"] == ["exporter,crc32"]
+    assert info["name"] == ["user"] and info["license"] == ["GPL"]
+    assert ko_modinfo(b"not an elf file") == {}
+
+
+def test_modules_load_after_what_they_depend_on():
+    order = dependency_order({"user": ["exporter", "crc32"], "exporter": [], "other": ["user"]})
+    assert order.index("exporter") < order.index("user") < order.index("other")
+    assert "crc32" not in order  # an in-tree dependency is modprobe's business
+
+
+def test_a_dependency_cycle_is_a_clear_error():
+    with pytest.raises(ModuleError, match="cycle"):
+        dependency_order({"a": ["b"], "b": ["a"]})
+
+
+def test_module_names_follow_the_kernel(tmp_path):
+    assert module_name("/tmp/x/hello-world.ko") == "hello_world"

@@ -42,7 +42,7 @@ def test_capture_sees_only_records_after_its_cursor_and_counts_lost_ones():
 
 def test_expect_fails_listing_the_lines_that_came():
     capture = Capture(FakeLog(["6,1,1,-;first\n6,2,2,-;second\n"]), cursor=0)
-    assert capture.expect(r"sec\w+", timeout=0) == "second"
+    assert capture.expect(r"sec\w+", timeout=0, regex=True) == "second"
     with pytest.raises(ExpectTimeout) as failure:
         capture.expect("third", timeout=0)
     assert "first" in str(failure.value) and "second" in str(failure.value)

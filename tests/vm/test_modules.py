@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from harness.build import BuildError
@@ -28,7 +30,7 @@ def test_llist_builds_prints_and_frees_n_items(kmod, dmesg):
         assert llist.parameters()["count"] == "5"
     assert "llist: created 5 items" in dmesg
     assert "llist: freed 5 items" in dmesg
-    assert len(dmesg.grep(r"llist: birthday \d+/\d+/\d+")) == 5
+    assert len(dmesg.grep(r"llist: birthday \d+/\d+/\d+", regex=True)) == 5
 
 
 def test_llist_count_parameter(kmod, dmesg):
@@ -51,7 +53,7 @@ def test_llist_rejects_a_negative_count_with_the_kernels_reason(kmod, dmesg):
 def test_parameters_of_several_types(kmod, dmesg):
     params = kmod("modules/params")
     params.load(number=41, flag=True, name="harness", values=[1, 2, 3])
-    line = dmesg.expect(r"params: number=\d+")
+    line = dmesg.expect(re.compile(r"params: number=\d+"))
     assert line == "params: number=41 flag=1 name=harness values=3 sum=6"
     assert params.parameters() == {"number": "41", "flag": "Y", "name": "harness",
                                    "values": "1,2,3"}
