@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -165,8 +166,9 @@ class VM:
                 for line in v.up(provider="libvirt", stream_output=True):
                     log.write(line)
                     log.flush()
-                    if line.strip():
-                        print("  " + line.rstrip(), file=self.log, flush=True)
+                    shown = progress_free(line)
+                    if shown:
+                        print("  " + shown, file=self.log, flush=True)
         except subprocess.CalledProcessError as err:
             raise self._vagrant_failed("up") from err
         self.say(f"VM up in {time.monotonic() - started:.0f} s")
@@ -433,6 +435,19 @@ class VM:
         archive.parent.mkdir(parents=True, exist_ok=True)
         archive.write_text(text)
         return archive
+
+
+_TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_PROGRESS = re.compile(r"^\s*Progress: \d+%")
+
+
+def progress_free(line: str) -> str:
+    """Vagrant's output line without its in-place progress counter (``\\rProgress: 42%``
+    repeated thousands of times on one line): what is worth a line in a log. The raw output
+    stays in vagrant.log."""
+    segments = _TERMINAL_ESCAPE.sub("", line).split("\r")
+    return " ".join(seg.strip() for seg in segments
+                    if seg.strip() and not _PROGRESS.match(seg)).strip()
 
 
 def ssh_target_from_config(text: str, default_user: str) -> SSHTarget:

@@ -151,3 +151,14 @@ def test_the_guest_is_reached_through_vagrant_libvirts_proxy_command():
     assert target.proxy_command == "ssh 'kvm1.example' -l 'ci' -i '/keys/ci' -W 192.168.121.28:22"
     local = ssh_target_from_config("Host default\n  HostName 10.0.0.2\n  Port 2222\n", "vagrant")
     assert (local.port, local.user, local.proxy_command) == (2222, "vagrant", None)
+
+
+def test_vagrants_progress_counter_does_not_flood_the_log():
+    from harness.vm import progress_free
+
+    flood = "\x1b[K" + "\x1b[KProgress: 0%\r" * 3000 + "\x1b[KProgress: 100%\r\x1b[K\n"
+    assert progress_free(flood) == ""
+    assert progress_free("==> default: Creating image (snapshot of base box volume).\n") == \
+        "==> default: Creating image (snapshot of base box volume)."
+    assert progress_free("\x1b[KProgress: 99%\r\x1b[K==> default: Uploading done\n") == \
+        "==> default: Uploading done"
