@@ -218,11 +218,16 @@ class Guest:
     # -- user-space programs ----------------------------------------------------------------------
     def program(self, *sources: str | Path, name: str | None = None, cflags: str = "-O2 -Wall",
                 libs: str = "", timeout: float = PROGRAM_BUILD_TIMEOUT_S) -> Program:
-        """Compile C sources (files, or one folder of ``*.c`` files) with the guest's gcc and
-        headers; returns a :class:`Program`. The same sources are not compiled twice in a
-        guest that still has the binary."""
+        """Compile C sources with the guest's gcc and headers; returns a :class:`Program`.
+
+        ``sources`` are ``.c`` files, headers they include (``.h``, copied beside them) or
+        folders of both. The same sources are not compiled twice in a guest that still has
+        the binary."""
         files = _program_sources([self.host_path(s) for s in sources])
-        name = name or files[0].stem
+        units = [f for f in files if f.suffix == ".c"]
+        if not units:
+            raise ConfigurationError(f"no .c file among {', '.join(map(str, sources))}")
+        name = name or units[0].stem
         digest = hashlib.sha256()
         for source in files:
             digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
@@ -238,7 +243,7 @@ class Guest:
                 (Path(scratch) / source.name).write_bytes(source.read_bytes())
             sync_tree(self.transport, Path(scratch), remote_dir)
         command = (f"cd {shlex.quote(remote_dir)} && gcc {cflags} -o {shlex.quote(name)} "
-                   + " ".join(shlex.quote(f.name) for f in files) + (f" {libs}" if libs else "")
+                   + " ".join(shlex.quote(f.name) for f in units) + (f" {libs}" if libs else "")
                    + " 2>&1")
         result = self.run(command, timeout=timeout)
         if not result.ok:
@@ -257,7 +262,7 @@ def _program_sources(sources: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for source in map(Path, sources):
         if source.is_dir():
-            files += sorted(source.glob("*.c"))
+            files += sorted(f for f in source.iterdir() if f.suffix in (".c", ".h"))
         elif source.is_file():
             files.append(source)
         else:

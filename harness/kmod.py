@@ -144,9 +144,10 @@ class Module:
             raise ModuleBuildError(result)
         return result
 
-    def _require_name(self) -> str:
-        """Built, with the one module this object stands for named (or a clear error)."""
-        names = module_names(self._ensure_built())
+    def _require_name(self, result: BuildResult | None = None) -> str:
+        """The name of the one module this object stands for (or a clear error), after a
+        build (``result``: one just made)."""
+        names = module_names(result or self._ensure_built())
         if self.name is None and len(names) == 1:
             self.name = names[0]
         elif self.name is None:
@@ -174,17 +175,16 @@ class Module:
         result = self.build_result
         if result is None or not result.ok:
             raise ModuleError("the module has not been built")
-        self._require_name()
+        self._require_name(result)
         for ko in result.ko_files:
             if module_name(ko) == self.name:
                 return ko
         raise ModuleError(f"{self.source_dir} built no {self.name}.ko")
 
-    def dependencies(self) -> list[str]:
+    def dependencies(self, result: BuildResult | None = None) -> list[str]:
         """The modules this one needs loaded first (modinfo's ``depends``)."""
-        name = self._require_name()
-        assert self.build_result is not None
-        local = self.build_result.local_ko.get(name)
+        result = result or self._ensure_built()
+        local = result.local_ko.get(self._require_name(result))
         if local is None or not local.is_file():
             return []
         return [d for d in ko_modinfo(local.read_bytes()).get("depends", [""])[0].split(",") if d]
@@ -197,10 +197,10 @@ class Module:
             self.on_sibling(other)
         return other
 
-    def _load_dependencies(self) -> None:
+    def _load_dependencies(self, result: BuildResult) -> None:
         """Siblings from the same folder first (insmod), then in-tree modules (modprobe)."""
-        siblings = set(self.names)
-        for dep in self.dependencies():
+        siblings = set(module_names(result))
+        for dep in self.dependencies(result):
             if dep in self.guest.loaded_modules():
                 continue
             if dep in siblings:
@@ -215,8 +215,9 @@ class Module:
     # -- load and unload --------------------------------------------------------------------------
     def load(self, timeout: float = LOAD_TIMEOUT_S, **params: object) -> CommandResult:
         args = [format_param(k, v) for k, v in params.items()]
-        self._require_name()
-        self._load_dependencies()
+        result = self._ensure_built()
+        self._require_name(result)
+        self._load_dependencies(result)
         capture = self.guest.kernel_log.capture()
         command = "insmod " + shlex.quote(self.ko_path) + "".join(
             " " + shlex.quote(a) for a in args)

@@ -52,8 +52,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "headers and gcc as the guest; fast under emulation), guest, or auto "
                     "(host when its toolchain matches the guest's)")
     group.addoption("--vm-project", default=None,
-                    help="folder whose .harness/ holds the VM (default: the rootdir), so other "
-                    "tools (harness run, harness grade) can share one VM")
+                    help="folder whose .harness/ holds the VM (default: $HARNESS_VM_PROJECT, else "
+                    "the rootdir), so several suites and tools (harness run, harness grade) "
+                    "share one VM")
     group.addoption("--vm-libvirt-host", default=None,
                     help="run the VMs on this remote libvirt host over SSH (vagrant-libvirt's "
                     "host/connect_via_ssh; default $HARNESS_LIBVIRT_HOST)")
@@ -130,7 +131,8 @@ def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
     options.libvirt_host = config.getoption("--vm-libvirt-host") or options.libvirt_host
     options.libvirt_user = config.getoption("--vm-libvirt-user") or options.libvirt_user
     options.libvirt_ssh_key = config.getoption("--vm-libvirt-key") or options.libvirt_ssh_key
-    project = Path(config.getoption("--vm-project") or config.rootpath)
+    project = Path(config.getoption("--vm-project") or os.environ.get("HARNESS_VM_PROJECT")
+                   or config.rootpath)
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     vm = None
     try:
