@@ -93,6 +93,7 @@ class Program:
 
     def check_output(self, *args: object, sudo: bool = False,
                      timeout: float = DEFAULT_TIMEOUT_S, stdin: str | None = None) -> str:
+        __tracebackhide__ = True
         return self.guest.check_output(self.command(args), sudo=sudo, timeout=timeout,
                                        stdin=stdin)
 
@@ -116,6 +117,11 @@ class Guest:
         self.builder = Builder(self.transport, self.build_cache, self.headers_hint,
                                mode=self.build_mode, host=self.host_builder)
 
+    def __repr__(self) -> str:
+        target = getattr(self.transport, "target", None)
+        where = f"{target.user}@{target.host}" if target else type(self.transport).__name__
+        return f"<Guest {where}>"
+
     def for_test(self, paths: HostPaths) -> Guest:
         """The same guest (one connection, builder and kernel log), reading relative host
         paths as ``paths`` says."""
@@ -138,6 +144,7 @@ class Guest:
                    timeout: float = DEFAULT_TIMEOUT_S, stdin: str | None = None
                    ) -> CommandResult:
         """Like :meth:`run`, but an exit status not in ``expected`` raises CommandFailed."""
+        __tracebackhide__ = True  # pytest shows the test's line, not this one
         want = tuple(expected)
         result = self.run(command, sudo=sudo, timeout=timeout, stdin=stdin)
         if result.exit_status not in want:
@@ -147,6 +154,7 @@ class Guest:
     def check_output(self, command: Command, *, sudo: bool = False,
                      timeout: float = DEFAULT_TIMEOUT_S, stdin: str | None = None) -> str:
         """stdout of a command that must succeed, without its final newline."""
+        __tracebackhide__ = True
         result = self.run_expect((0,), command, sudo=sudo, timeout=timeout, stdin=stdin)
         return result.stdout.removesuffix("\n")
 
