@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import BuildError, ConfigurationError
-from harness.hostbuild import NO_ROOTFS, CompileOutcome, RootfsBuilder, guest_toolchain
+from harness.hostbuild import (
+    NO_ROOTFS,
+    TIMED_OUT,
+    CompileOutcome,
+    RootfsBuilder,
+    guest_toolchain,
+)
 from harness.transport import Transport
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -227,9 +233,11 @@ class Builder:
                          f"{mine.symvers_sha256[:12]}) and compiler ({mine.gcc}) as the guest")
 
     def build(self, source_dir: Path, remote_dir: str, tree_digest: str,
-              extra_cflags: str = "", force: bool = False, mode: str | None = None
-              ) -> BuildResult:
-        """Build (or reuse an identical earlier build); ``mode`` overrides the builder's."""
+              extra_cflags: str = "", force: bool = False, mode: str | None = None,
+              timeout: float | None = None, limit_name: str = "") -> BuildResult:
+        """Build (or reuse an identical earlier build); ``mode`` overrides the builder's, and
+        ``timeout`` its time limit (``limit_name`` says whose, in the log when it is hit)."""
+        timeout = timeout or self.timeout
         release = self.kernel_release()
         key = build_key(tree_digest, release, extra_cflags)
         cached = self.cache_root / key
@@ -245,11 +253,12 @@ class Builder:
             assert self.host is not None
             outcome = self.host.compile(source_dir, remote_dir,
                                         make_command(remote_dir, extra_cflags, release=release),
-                                        self.timeout)
+                                        timeout, limit_name)
             for rel, data in outcome.ko_files.items():
                 self.transport.put_bytes(data, posixpath.join(remote_dir, rel))
         else:
-            outcome = self._compile_in_guest(remote_dir, release, extra_cflags)
+            outcome = self._compile_in_guest(remote_dir, release, extra_cflags, timeout,
+                                             limit_name)
         result = BuildResult(
             source_dir, remote_dir, release, outcome.exit_status, outcome.log,
             parse_diagnostics(outcome.log, {remote_dir: str(_display_path(source_dir))}),
@@ -261,10 +270,18 @@ class Builder:
         self._store(cached, result, outcome.ko_files)
         return result
 
-    def _compile_in_guest(self, remote_dir: str, release: str,
-                          extra_cflags: str) -> CompileOutcome:
+    def _compile_in_guest(self, remote_dir: str, release: str, extra_cflags: str,
+                          timeout: float, limit_name: str) -> CompileOutcome:
         self.check_headers(release)
-        run = self.transport.run(make_command(remote_dir, extra_cflags), timeout=self.timeout)
+        # The guest's own `timeout` stops make and what it started; the transport's bound is
+        # only for a guest that stops answering.
+        command = (f"timeout -k 5 {timeout:g} sh -c "
+                   f"{shlex.quote(make_command(remote_dir, extra_cflags))}")
+        run = self.transport.run(command, timeout=timeout + 60)
+        if run.exit_status in (124, 137):
+            where = f" ({limit_name})" if limit_name else ""
+            return CompileOutcome(TIMED_OUT, run.stdout + run.stderr
+                                  + f"\nbuild stopped after {timeout:g} s{where}\n", {})
         ko_files: dict[str, bytes] = {}
         if run.exit_status == 0:
             listing = self.transport.run(

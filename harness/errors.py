@@ -10,7 +10,8 @@ HarnessError
 ├── CommandFailed        a guest command exited non-zero where success was required
 ├── BuildError           a module or a user-space program did not compile
 ├── ModuleError          insmod/rmmod refused in an ordinary way (bad parameter, in use)
-└── KernelFailure        the kernel misbehaved: a test failure (also an AssertionError)
+├── KernelFailure        the kernel misbehaved: a test failure (also an AssertionError)
+└── TimeLimitExceeded    a test ran past its time limit (also an AssertionError)
 ```
 
 A bug in the harness (``TypeError``, ``RecursionError``) is none of these, so no ``except``
@@ -82,3 +83,8 @@ class ModuleError(HarnessError):
 
 class KernelFailure(HarnessError, AssertionError):
     """The kernel misbehaved (crashed, hung, or did not log what was expected): a test failure."""
+
+
+class TimeLimitExceeded(HarnessError, AssertionError):
+    """A test ran past the time it was given (e.g. a grading spec's ``time_limits.test_s``);
+    the guest may be stuck inside it, so it gets a clean kernel afterwards."""

@@ -14,12 +14,16 @@ is said.
 
 from __future__ import annotations
 
+import io
+import os
 import shlex
 import shutil
+import signal
 import subprocess
+import tarfile
 import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 from harness.boxbuild import ROOTFS_COMPLETE
 from harness.sync import source_files
@@ -75,7 +79,8 @@ class RootfsBuilder:
     """kbuild in a bubblewrap sandbox whose root is the box's kept root filesystem."""
 
     rootfs: Path
-    work_root: Path  # host folder for the per-build scratch copies
+    work_root: Path  # host folder for the per-build copies of the sources
+    limits: SandboxLimits = field(default_factory=lambda: SandboxLimits())
 
     def unavailable_reason(self) -> str | None:
         """None when builds can run here; else what is missing and what to do."""
@@ -106,30 +111,145 @@ class RootfsBuilder:
         return parse_toolchain(done.stdout)
 
     def compile(self, source_dir: Path, guest_dir: str, make_command: str,
-                timeout: float) -> CompileOutcome:
-        """Copy the sendable sources to a scratch folder, bind it at ``guest_dir`` and make."""
+                timeout: float, limit_name: str = "") -> CompileOutcome:
+        """Run ``make_command`` on a copy of the sources at ``guest_dir`` in a confined sandbox.
+
+        The sources are bound read-only and copied into a size-limited tmpfs; make runs as an
+        unprivileged user with process, CPU-time, memory and file-size limits, for at most
+        ``timeout`` seconds (``limit_name`` says where that figure came from). Its log and
+        .ko files come back as one tar stream, and a .ko is taken only when it is a regular
+        file within the size cap. Nothing the Makefile does can reach a host file.
+        """
         self.work_root.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix="build-", dir=self.work_root))
-        try:
+        limits = self.limits
+        with tempfile.TemporaryDirectory(prefix="sources-", dir=self.work_root) as staging:
             files, _ = source_files(source_dir)
             for rel, path in files.items():
-                target = scratch / rel
+                target = Path(staging) / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
-            argv = [*self.sandbox_argv(scratch, guest_dir), "sh", "-c", make_command]
+                shutil.copyfile(path, target)
+            argv = [*self.confined_argv(Path(staging)),
+                    "sh", "-c", confined_script(guest_dir, make_command, limits)]
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
             try:
-                done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                      errors="replace")
-                status, log = done.returncode, done.stdout + done.stderr
-            except subprocess.TimeoutExpired as err:
-                out = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) \
-                    else (err.stdout or "")
-                status, log = 124, out + f"\n(build stopped after {timeout:.0f} s)\n"
-            if status != 0:
-                return CompileOutcome(status, log, {})
-            ko_files = {str(ko.relative_to(scratch)): ko.read_bytes()
-                        for ko in sorted(scratch.rglob("*.ko"))
-                        if len(ko.relative_to(scratch).parts) <= 3}
-            return CompileOutcome(status, log, ko_files)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+                archive, errors = proc.communicate(timeout=timeout)
+                status = proc.returncode
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                where = f" ({limit_name})" if limit_name else ""
+                return CompileOutcome(TIMED_OUT, f"build stopped after {timeout:g} s{where}\n",
+                                      {})
+        log, ko_files, problems = read_build_archive(archive, limits)
+        log += errors.decode(errors="replace")
+        if problems:
+            return CompileOutcome(REJECTED, log + "\n".join(problems) + "\n", {})
+        return CompileOutcome(status, log, ko_files if status == 0 else {})
+
+    def confined_argv(self, sources: Path) -> list[str]:
+        """bubblewrap as root for the mounts only: the read-only root filesystem, the sources
+        read-only inside a size-limited tmpfs at /tmp; no network, no other
+        namespace shared, every capability dropped but the two that let the script become the
+        unprivileged build user. No user namespace: the build user must be a real, unprivileged
+        uid on this machine, or the kernel would not count its processes."""
+        limits = self.limits
+        return [
+            "bwrap", "--ro-bind", str(self.rootfs), "/", "--proc", "/proc", "--dev", "/dev",
+            "--size", str(limits.scratch_bytes), "--perms", "1777", "--tmpfs", "/tmp",
+            "--ro-bind", str(sources), SOURCES_AT,
+            "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session",
+            "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
+            "--cap-add", "CAP_CHOWN", "--cap-add", "CAP_KILL",
+            "--clearenv", "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", "/tmp",
+            "--setenv", "LC_ALL", "C", "--chdir", "/tmp",
+        ]
+
+
+TIMED_OUT = 124
+REJECTED = 125  # the build ran, but what it left is not taken (a link, too large)
+SOURCES_AT = "/tmp/.harness-sources"
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """What one host build may use. The uid is a real one on this machine, used by nothing
+    else, so RLIMIT_NPROC counts exactly the builds' processes."""
+
+    uid: int = 64999
+    processes: int = 256  # for all concurrent builds together (one uid)
+    cpu_seconds: int = 900  # per process
+    memory_bytes: int = 4 << 30  # address space per process
+    file_bytes: int = 256 << 20  # largest file
+    scratch_bytes: int = 512 << 20  # the whole writable tmpfs
+    max_ko_bytes: int = 64 << 20  # one .ko
+    max_log_bytes: int = 2 << 20  # the build log kept (its end)
+    nice: int = 10
+
+
+def confined_script(guest_dir: str, make_command: str, limits: SandboxLimits) -> str:
+    """Inside the sandbox, as root: copy the sources, become the build user with its limits
+    and make (its output into a root-owned log it cannot replace), kill whatever it left
+    running, then write the log and the .ko files (whatever their type: the host takes
+    regular files only and names the rest) as tar to stdout."""
+    q = shlex.quote
+    uid = limits.uid
+    become = (f"setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all "
+              f"--bounding-set=-all --no-new-privs "
+              f"prlimit --nproc={limits.processes} --cpu={limits.cpu_seconds} "
+              f"--as={limits.memory_bytes} --fsize={limits.file_bytes} --core=0 -- "
+              f"nice -n {limits.nice}")
+    return (
+        f"set -u; mkdir -p {LOG_DIR} {q(guest_dir)} && chmod 755 {LOG_DIR} && "
+        f"cp -R {SOURCES_AT}/. {q(guest_dir)}/ && chown -R {uid}:{uid} {q(guest_dir)} && "
+        f"cd {q(guest_dir)} || exit 90\n"
+        f"{become} sh -c {q(make_command)} </dev/null >{LOG_DIR}/{LOG_NAME} 2>&1\n"
+        "status=$?\n"
+        f"setpriv --reuid={uid} --regid={uid} --clear-groups kill -KILL -1 2>/dev/null\n"
+        f"tar -C {LOG_DIR} -cf - {LOG_NAME}\n"
+        f"cd {q(guest_dir)} && find . -maxdepth 3 -name '*.ko' -print0 | "
+        "tar --null --no-recursion -T - -cf -\n"
+        "exit $status\n"
+    )
+
+
+LOG_DIR = "/tmp/.harness-build"
+LOG_NAME = "build.log"
+
+
+def read_build_archive(data: bytes, limits: SandboxLimits
+                       ) -> tuple[str, dict[str, bytes], list[str]]:
+    """The log and .ko files the sandbox wrote (two tar streams, back to back): .ko files are
+    taken when they are regular files within the cap; every other one is named as a problem."""
+    log = ""
+    ko_files: dict[str, bytes] = {}
+    problems: list[str] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:", ignore_zeros=True) as archive:
+            for member in archive:
+                name = member.name.removeprefix("./")
+                kind = _MEMBER_KINDS.get(member.type, "not a regular file")
+                if name == LOG_NAME and member.isreg() and not log:
+                    handle = archive.extractfile(member)
+                    raw = handle.read() if handle else b""
+                    log = raw[-limits.max_log_bytes:].decode(errors="replace")
+                elif not member.isreg():
+                    problems.append(f"build output {name} is {kind}: only regular files are "
+                                    "taken")
+                elif member.size > limits.max_ko_bytes:
+                    problems.append(f"build output {name} is {member.size} bytes, over the "
+                                    f"{limits.max_ko_bytes} byte limit")
+                elif PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+                    problems.append(f"build output {name!r} is outside the module folder")
+                else:
+                    handle = archive.extractfile(member)
+                    ko_files[name] = handle.read() if handle else b""
+    except tarfile.TarError as err:
+        problems.append(f"the build's output could not be read: {err}")
+    return log, ko_files, problems
+
+
+_MEMBER_KINDS = {tarfile.SYMTYPE: "a symbolic link", tarfile.LNKTYPE: "a hard link",
+                 tarfile.DIRTYPE: "a folder", tarfile.FIFOTYPE: "a named pipe",
+                 tarfile.CHRTYPE: "a device", tarfile.BLKTYPE: "a device"}

@@ -96,6 +96,8 @@ class Module:
     extra_cflags: str = ""
     name: str | None = None
     build_mode: str | None = None  # auto | host | guest; None: the guest's (session's) choice
+    build_timeout: float | None = None  # None: the builder's
+    build_limit_name: str = ""  # whose limit build_timeout is, said when it is hit
     build_result: BuildResult | None = field(default=None, init=False)
     last_sync: SyncResult | None = field(default=None, init=False)
     history: list[str] = field(default_factory=list, init=False)  # what was done, for reports
@@ -135,7 +137,8 @@ class Module:
         self.sync()
         result = self.guest.builder.build(self.source_dir, self.remote_dir,
                                           tree_digest(self.source_dir), self.extra_cflags, force,
-                                          mode=self.build_mode)
+                                          mode=self.build_mode, timeout=self.build_timeout,
+                                          limit_name=self.build_limit_name)
         self.build_result = result
         self.history.append(f"build: {'ok' if result.ok else 'FAILED'}"
                             f"{' (reused an identical earlier build)' if result.reused else ''}"
@@ -192,7 +195,8 @@ class Module:
     def sibling(self, name: str) -> Module:
         """Another module built by the same folder (the same build, its own name)."""
         other = Module(self.guest, self.source_dir, self.extra_cflags, name=name,
-                       build_mode=self.build_mode, on_sibling=self.on_sibling)
+                       build_mode=self.build_mode, build_timeout=self.build_timeout,
+                       build_limit_name=self.build_limit_name, on_sibling=self.on_sibling)
         if self.on_sibling is not None:
             self.on_sibling(other)
         return other

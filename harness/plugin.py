@@ -62,6 +62,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="SSH user on the libvirt host (default $HARNESS_LIBVIRT_USER or root)")
     group.addoption("--vm-libvirt-key", default=None,
                     help="SSH private key for the libvirt host (default $HARNESS_LIBVIRT_SSH_KEY)")
+    group.addoption("--vm-isolate-network", action="store_true",
+                    help="the guest answers the harness's SSH and reaches nothing else: no "
+                    "host service, no other guest, no route out (on for harness grade)")
     group.addoption("--vm-skip-unavailable", action="store_true",
                     help="skip vm tests when no VM can be had (default: fail them)")
     parser.addini("harness_ignore_oops", type="linelist", default=[],
@@ -126,7 +129,8 @@ def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
         _unavailable(config, config.stash[SESSION_ERROR_KEY])
     options = VMOptions(box=config.getoption("--vm-box"), driver=config.getoption("--vm-driver"),
                         memory=config.getoption("--vm-memory"),
-                        cpus=config.getoption("--vm-cpus"))
+                        cpus=config.getoption("--vm-cpus"),
+                        isolate_network=config.getoption("--vm-isolate-network"))
     # Given options win over the HARNESS_LIBVIRT_* environment VMOptions reads by default.
     options.libvirt_host = config.getoption("--vm-libvirt-host") or options.libvirt_host
     options.libvirt_user = config.getoption("--vm-libvirt-user") or options.libvirt_user
@@ -254,7 +258,7 @@ def guest(request: pytest.FixtureRequest) -> Guest:
     return _run(request).guest.for_test(_host_paths(request))
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # outermost: it sees what the test raised
 def pytest_runtest_call(item: pytest.Item):
     run = item.stash.get(RUN_KEY, None)
     if run is None:

@@ -34,6 +34,7 @@ class VMOptions:
                               or "root")
     libvirt_ssh_key: str | None = field(
         default_factory=lambda: os.environ.get("HARNESS_LIBVIRT_SSH_KEY") or None)
+    isolate_network: bool = False  # grading: the guest reaches nothing (see VMSettings)
 
 
 def make_vm(options: VMOptions, project_dir: Path, log=None,
@@ -52,7 +53,8 @@ def make_vm(options: VMOptions, project_dir: Path, log=None,
         print(f"harness: {accel.TCG_WARNING} ({probe.detail})", file=log, flush=True)
     vm = VM(VMSettings(box=box, driver=driver, memory=options.memory, cpus=options.cpus,
                        libvirt_host=options.libvirt_host, libvirt_user=options.libvirt_user,
-                       libvirt_ssh_key=options.libvirt_ssh_key),
+                       libvirt_ssh_key=options.libvirt_ssh_key,
+                       isolate_network=options.isolate_network),
             project_dir=project_dir, log=log)
     # Plain `vagrant up` in this folder then picks the same driver.
     (vm.state / "driver").write_text(driver + "\n")
@@ -86,6 +88,7 @@ def ready_vm(vm: VM, reuse: bool = True) -> VM:
     if not (reuse and vm.is_running()):
         vm.up()
     vm.wait_for_ssh()
+    vm.apply_network_policy()  # a running VM that was reused as it is
     vm.record_fingerprint()
     if not vm.has_snapshot():
         vm.say("saving a snapshot of the clean, booted kernel")

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import taint
-from harness.errors import CommandFailed, GuestUnreachable, HarnessError, VMError
+from harness.errors import (
+    CommandFailed,
+    GuestUnreachable,
+    HarnessError,
+    TimeLimitExceeded,
+    VMError,
+)
 from harness.guest import Guest
 from harness.kmod import KernelCrashed, Module, ModuleError, ModuleGroup, ModuleHung
 from harness.kmsg import Capture
@@ -171,7 +177,7 @@ class TestRun:
 
     def finish(self, test_error: BaseException | None = None) -> Verdict:
         verdict = Verdict(expected_oops=self.expect_oops)
-        if isinstance(test_error, ModuleHung):
+        if isinstance(test_error, (ModuleHung, TimeLimitExceeded)):
             verdict.hung = str(test_error)
         # A test may have caught the exception; the module remembers.
         verdict.hung = verdict.hung or next((m.hung for m in self.modules if m.hung), None)

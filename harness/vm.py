@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,8 @@ from harness.paths import state_dir
 from harness.transport import DeathWatch, SSHTarget, SSHTransport
 
 PACKAGED_VAGRANTFILE = Path(__file__).parent / "data" / "Vagrantfile"
+ISOLATION_FILTER_FILE = Path(__file__).parent / "data" / "guest-isolation.nwfilter.xml"
+ISOLATION_FILTER = "harness-guest-isolation"
 LIBVIRT_URI = "qemu:///system"
 CLEAN_SNAPSHOT = "harness-clean"
 
@@ -50,6 +53,9 @@ class VMSettings:
     libvirt_host: str | None = None
     libvirt_user: str = "root"
     libvirt_ssh_key: str | None = None
+    # Grading: the guest answers the harness's SSH and nothing else reaches it or leaves it
+    # (a libvirt network filter on its NIC; see isolation_filter_xml).
+    isolate_network: bool = False
 
     @property
     def libvirt_uri(self) -> str:
@@ -174,6 +180,7 @@ class VM:
         self.say(f"VM up in {time.monotonic() - started:.0f} s")
         self._surroundings_file.unlink(missing_ok=True)  # a new boot: no clean snapshot yet
         self._retarget()
+        self.apply_network_policy()
 
     def settings_fingerprint(self) -> dict[str, object]:
         """What a saved VM must have been made with to be resumed: box (and its recipe), driver,
@@ -370,8 +377,51 @@ class VM:
         except HostCommandError as err:
             raise VMError(f"reverting to snapshot {name!r} failed: {err}") from err
         self._retarget()
+        self.apply_network_policy()  # the snapshot's XML may say otherwise
         self.wait_for_ssh(timeout=90)
         return time.monotonic() - started
+
+    # -- network policy ---------------------------------------------------------------------------
+    def apply_network_policy(self) -> bool:
+        """Put the isolation filter on the guest's network interfaces, or take it off, as
+        ``settings.isolate_network`` says (a live change: the next revert may undo it, so each
+        revert calls this again). Returns whether the guest is isolated now."""
+        domain = self._require_domain()
+        wanted = ISOLATION_FILTER if self.settings.isolate_network else None
+        if wanted:
+            self._define_isolation_filter()
+        for interface in ET.fromstring(self._virsh("dumpxml", domain)).iterfind(
+                "devices/interface"):
+            current = interface.find("filterref")
+            if (current.get("filter") if current is not None else None) == wanted:
+                continue
+            if current is not None:
+                interface.remove(current)
+            if wanted:
+                ET.SubElement(interface, "filterref", filter=wanted)
+            with tempfile.NamedTemporaryFile("w", suffix=".xml") as spec:
+                spec.write(ET.tostring(interface, encoding="unicode"))
+                spec.flush()
+                self._virsh("update-device", domain, spec.name, "--live")
+            device = interface.find("target")
+            name = device.get("dev") if device is not None else "its interface"
+            self.say(f"guest network on {name}: "
+                     + ("isolated (it answers SSH, nothing else)" if wanted else "open"))
+        return wanted is not None
+
+    def _define_isolation_filter(self) -> None:
+        """Define (or update to this version) the packaged filter; an update must name the
+        UUID libvirt gave the filter first."""
+        wanted = ET.parse(ISOLATION_FILTER_FILE).getroot()
+        try:
+            existing = ET.fromstring(self._virsh("nwfilter-dumpxml", ISOLATION_FILTER))
+            ET.SubElement(wanted, "uuid").text = existing.findtext("uuid")
+        except HostCommandError:
+            pass  # not defined yet
+        with tempfile.NamedTemporaryFile("w", suffix=".xml") as spec:
+            spec.write(ET.tostring(wanted, encoding="unicode"))
+            spec.flush()
+            self._virsh("nwfilter-define", spec.name)
 
     def delete_snapshots(self, domain: str) -> None:
         with contextlib.suppress(HostCommandError):

@@ -12,12 +12,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from harness.errors import TimeLimitExceeded
 from harness.grade.spec import Spec, load_spec
 from harness.kmod import Module
 
@@ -33,6 +35,12 @@ class Submission:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.getgroup("harness").addoption("--grade-manifest", help="grading manifest (internal)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--grade-manifest", None):
+        # Student code runs in the guest: it reaches nothing but the harness's SSH.
+        config.option.vm_isolate_network = True
 
 
 def _manifest(config: pytest.Config) -> dict:
@@ -86,12 +94,34 @@ def student_module(submission: Submission, kmod) -> Module:
                if not (submission.module_dir / f).is_file()]
     if missing:
         pytest.fail(f"missing required file(s): {', '.join(missing)}", pytrace=False)
-    return kmod(submission.module_dir, extra_cflags=submission.spec.extra_cflags)
+    return kmod(submission.module_dir, extra_cflags=submission.spec.extra_cflags,
+                build_timeout=submission.spec.build_timeout_s,
+                build_limit_name="time_limits.build_s")
 
 
 def _student(item: pytest.Item) -> str | None:
     callspec = getattr(item, "callspec", None)
     return callspec.params.get("submission") if callspec else None
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)  # innermost: the harness judges what it raises
+def pytest_runtest_call(item: pytest.Item):
+    """Each student test gets ``time_limits.test_s``; past it, the test fails saying so and
+    the guest, which may be stuck in the student's code, gets a clean kernel."""
+    if _student(item) is None:
+        return (yield)
+    limit = _spec(_manifest(item.config)["spec"]).test_timeout_s
+
+    def stop(signum: int, frame: object) -> None:
+        raise TimeLimitExceeded(f"test stopped after {limit:g} s (time_limits.test_s)")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, limit)
+    try:
+        return (yield)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

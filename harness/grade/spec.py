@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ class Spec:
     max_archive_bytes: int = 20 * 1024 * 1024
     max_files: int = 200
     late: LatePolicy | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def extra_cflags(self) -> str:

@@ -168,6 +168,10 @@ class FakeVM:
     def wait_for_ssh(self) -> None:
         self.calls.append("ssh")
 
+    def apply_network_policy(self) -> bool:
+        self.calls.append("network policy")
+        return False
+
     def save_snapshot(self) -> None:
         self.calls.append("snapshot")
         self.snapshot = True
@@ -187,20 +191,20 @@ def test_a_saved_vm_is_resumed_from_its_snapshot_not_booted():
 def test_a_vm_made_with_other_settings_is_replaced():
     vm = FakeVM(recorded={"box": "harness/debian-12", "driver": "kvm"})
     ready_vm(vm)  # type: ignore[arg-type]
-    assert actions(vm) == ["destroy", "up", "ssh", "snapshot"]
+    assert actions(vm) == ["destroy", "up", "ssh", "network policy", "snapshot"]
     assert vm.recorded == vm.settings_fingerprint()
 
 
 def test_a_vm_that_cannot_be_resumed_is_made_anew():
     vm = FakeVM(restore_fails=True)
     ready_vm(vm)  # type: ignore[arg-type]
-    assert actions(vm) == ["restore", "destroy", "up", "ssh", "snapshot"]
+    assert actions(vm) == ["restore", "destroy", "up", "ssh", "network policy", "snapshot"]
 
 
 def test_no_vm_yet_boots_one_and_takes_the_clean_snapshot():
     vm = FakeVM(domain=False, snapshot=False)
     ready_vm(vm)  # type: ignore[arg-type]
-    assert actions(vm) == ["up", "ssh", "snapshot"]
+    assert actions(vm) == ["up", "ssh", "network policy", "snapshot"]
 
 
 def test_the_run_summary_counts_where_builds_ran():

@@ -1,0 +1,153 @@
+"""The host build's sandbox against hostile Makefiles, for real: bubblewrap in the box's kept
+root filesystem, as `harness grade` runs a student's build. No VM; it needs the built box's
+root filesystem (`harness box build`, which scripts/test.sh runs first)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.boxbuild import box_rootfs
+from harness.boxes import load_catalogue
+from harness.build import make_command
+from harness.hostbuild import REJECTED, TIMED_OUT, RootfsBuilder, SandboxLimits
+
+ROOT = Path(__file__).resolve().parents[2]
+GUEST_DIR = "/tmp/harness/student-0000"
+RELEASE_GLOB = "lib/modules/*/modules.order"
+HELLO_C = """#include <linux/module.h>
+static int __init h_init(void) { return 0; }
+static void __exit h_exit(void) { }
+module_init(h_init);
+module_exit(h_exit);
+MODULE_LICENSE("GPL");
+"""
+
+
+@pytest.fixture(scope="module")
+def builder(tmp_path_factory: pytest.TempPathFactory) -> RootfsBuilder:
+    rootfs = box_rootfs(load_catalogue(None, project_dir=ROOT).get(None))
+    if rootfs is None or not any(rootfs.glob(RELEASE_GLOB)):
+        pytest.skip("the default box's root filesystem is not built here "
+                    "(`harness box build`; scripts/test.sh does it before the tests)")
+    found = RootfsBuilder(rootfs, tmp_path_factory.mktemp("host-build"))
+    reason = found.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    return found
+
+
+def release(builder: RootfsBuilder) -> str:
+    return next(builder.rootfs.glob(RELEASE_GLOB)).parent.name
+
+
+def student(tmp_path: Path, makefile_extra: str) -> Path:
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "evil.c").write_text(HELLO_C)
+    (folder / "Makefile").write_text(f"obj-m += evil.o\n{makefile_extra}\n")
+    return folder
+
+
+def build(builder: RootfsBuilder, folder: Path, timeout: float = 120.0):
+    return builder.compile(folder, GUEST_DIR, make_command(GUEST_DIR, release=release(builder)),
+                           timeout, "time_limits.build_s")
+
+
+def build_user_processes() -> list[str]:
+    found = subprocess.run(["pgrep", "-a", "-u", str(SandboxLimits().uid)],
+                           capture_output=True, text=True)
+    return found.stdout.splitlines()
+
+
+def test_an_honest_module_builds(builder, tmp_path):
+    outcome = build(builder, student(tmp_path, ""))
+    assert outcome.exit_status == 0, outcome.log
+    assert list(outcome.ko_files) == ["evil.ko"]
+    assert outcome.ko_files["evil.ko"][:4] == b"\x7fELF"
+
+
+def test_a_link_to_a_host_file_is_refused_and_named(builder, tmp_path):
+    secret = tmp_path / "grader-secret.txt"
+    secret.write_text("the grader's secret\n")
+    # The link is made inside the sandbox; resolved on the host it would read the secret.
+    outcome = build(builder, student(tmp_path, f"$(shell ln -sf {secret} $(src)/zz.ko)"))
+    assert outcome.exit_status == REJECTED
+    assert "build output zz.ko is a symbolic link: only regular files are taken" in outcome.log
+    assert outcome.ko_files == {}
+    assert "the grader's secret" not in outcome.log
+
+
+def test_host_files_are_not_visible_inside(builder, tmp_path):
+    secret = tmp_path / "grader-secret.txt"
+    secret.write_text("the grader's secret\n")
+    outcome = build(builder, student(
+        tmp_path, f"$(info READ: $(shell cat {secret} {ROOT / 'README.md'} 2>&1 | head -c 300))"))
+    assert f"cat: {secret}: No such file or directory" in outcome.log
+    assert f"cat: {ROOT / 'README.md'}: No such file or directory" in outcome.log
+    assert "the grader's secret" not in outcome.log
+    assert "Prove Linux kernel modules work" not in outcome.log
+
+
+def test_cpu_burners_are_killed_when_the_build_ends(builder, tmp_path):
+    started = time.monotonic()
+    outcome = build(builder, student(
+        tmp_path, "$(shell for i in $$(seq 50); do (yes >/dev/null 2>&1 &); done)"))
+    assert outcome.exit_status == 0, outcome.log
+    assert time.monotonic() - started < 60
+    time.sleep(0.5)
+    assert build_user_processes() == []
+
+
+def test_a_build_that_never_ends_stops_at_the_time_limit(builder, tmp_path):
+    started = time.monotonic()
+    outcome = build(builder, student(tmp_path, "$(shell sleep 600)"), timeout=5)
+    assert time.monotonic() - started < 30
+    assert outcome.exit_status == TIMED_OUT
+    assert "build stopped after 5 s (time_limits.build_s)" in outcome.log
+    time.sleep(0.5)
+    assert build_user_processes() == []
+
+
+def test_a_fork_bomb_hits_the_process_limit(builder, tmp_path):
+    started = time.monotonic()
+    outcome = build(builder, student(
+        tmp_path, "$(shell for i in $$(seq 1000); do sleep 60 >/dev/null 2>&1 & done)"))
+    # The bomb starves only its own build: it fails, quickly, and nothing is left running.
+    assert outcome.exit_status != 0
+    assert "Cannot fork" in outcome.log or "Resource temporarily unavailable" in outcome.log
+    assert time.monotonic() - started < 60
+    time.sleep(0.5)
+    assert build_user_processes() == []
+
+
+def test_filling_the_disk_stops_at_the_scratch_size(builder, tmp_path):
+    before = _free_bytes(builder.work_root)
+    outcome = build(builder, student(
+        tmp_path, "$(info WROTE: $(shell for i in 1 2 3 4; do dd if=/dev/zero of=$(src)/fill$$i "
+                  "bs=1M count=200 2>&1 | tail -1; done))"))
+    assert "No space left on device" in outcome.log
+    # Nothing of it landed on the host's disk (the scratch space is a sized tmpfs).
+    assert before - _free_bytes(builder.work_root) < 100 << 20
+
+
+def test_a_huge_single_file_hits_the_file_size_limit(builder, tmp_path):
+    outcome = build(builder, student(
+        tmp_path, "$(info WROTE: $(shell dd if=/dev/zero of=$(src)/fill bs=1M count=400 2>&1"
+                  " | tail -1))"))
+    assert "File size limit exceeded" in outcome.log
+
+
+def test_no_network_inside(builder, tmp_path):
+    outcome = build(builder, student(
+        tmp_path, "$(info NET: $(shell tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '))"))
+    assert "NET: lo\n" in outcome.log  # loopback only
+
+
+def _free_bytes(path: Path) -> int:
+    import shutil
+
+    return shutil.disk_usage(path).free
