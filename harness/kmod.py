@@ -21,6 +21,7 @@ from pathlib import Path
 from harness.build import BuildResult, ModuleBuildError
 from harness.errors import CommandTimeout, ConfigurationError, KernelFailure, ModuleError
 from harness.guest import Guest
+from harness.kmem import read_span
 from harness.kmsg import Capture
 from harness.sync import SyncResult, sync_tree, tree_digest
 from harness.transport import CommandResult, Transport
@@ -234,6 +235,11 @@ class Module:
             raise hang from err
         self._judge(result, "init", capture)
         self.loaded_order = next(_LOAD_COUNTER)
+        if self.guest.ledger is not None:  # its call sites, recognisable after the unload
+            local = self.build_result.local_ko.get(self.name) if self.build_result else None
+            span = read_span(self.transport, self.name, local, self.source_dir)
+            if span is not None:
+                self.guest.ledger.remember(span)
         return result
 
     def unload(self, timeout: float = UNLOAD_TIMEOUT_S) -> CommandResult:

@@ -20,6 +20,7 @@ import pytest
 from harness.build import BUILD_MODES
 from harness.errors import BuildError, HarnessError, HostError
 from harness.guest import Guest, HostPaths
+from harness.kmem import KmemLedger
 from harness.kmod import Module, ModuleGroup
 from harness.kmsg import Capture
 from harness.testrun import HarnessSession, TestRun
@@ -176,6 +177,9 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     builds = session.guest.builder.summary()
     if builds:
         terminalreporter.write_line(f"harness: {builds}")
+    if session.vm.settings.isolate_network:
+        terminalreporter.write_line("harness: guest network isolated: it answers the harness's "
+                                    "SSH and reaches nothing (libvirt network filter)")
     terminalreporter.write_line(f"harness: VM at the end: {_end_action(config)} "
                                 f"({session.vm.state})")
 
@@ -250,6 +254,20 @@ def dmesg(request: pytest.FixtureRequest) -> Capture:
     capture = _run(request).capture
     assert capture is not None
     return capture
+
+
+@pytest.fixture
+def kmem(request: pytest.FixtureRequest) -> Iterator[KmemLedger]:
+    """What modules allocate and free during this test (kmem tracepoints; any kernel):
+    ``kmem.outstanding(module)``, ``kmem.assert_freed(module)``."""
+    guest = _run(request).guest
+    ledger = KmemLedger(guest.transport)
+    ledger.start()
+    guest.ledger = ledger
+    yield ledger
+    guest.ledger = None
+    with contextlib.suppress(HarnessError):  # a guest that died takes its tracing with it
+        ledger.stop()
 
 
 @pytest.fixture

@@ -40,6 +40,28 @@ def _symbols(ko: Path, mtime: float) -> dict[str, tuple[str, int]]:
     return table
 
 
+@functools.lru_cache(maxsize=64)
+def _functions(ko: Path, mtime: float) -> list[tuple[str, int, int, str]]:
+    """(section, value, size, name) of every function symbol of ``ko``."""
+    out = subprocess.run(["objdump", "-t", str(ko)], capture_output=True, text=True,
+                         check=False).stdout
+    found = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and " F " in line:
+            found.append((parts[-3], int(parts[0], 16), int(parts[-2], 16), parts[-1]))
+    return found
+
+
+def function_at(ko: Path, section: str, offset: int) -> tuple[str, int] | None:
+    """The function of ``ko`` holding byte ``offset`` of ``section``, and the offset in it:
+    what turns a bare address back into ``func+0x5a`` once the module is gone."""
+    for sect, value, size, name in _functions(ko, ko.stat().st_mtime):
+        if sect == section and value <= offset < value + max(size, 1):
+            return name, offset - value
+    return None
+
+
 def locate(ko: Path, frame: Frame, return_address: bool, source_roots: list[Path]) \
         -> list[SourceLocation]:
     """Source locations for a frame, innermost (inlined) first; [] when unknown."""

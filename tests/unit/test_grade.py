@@ -22,7 +22,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "llist-assignment"
 def test_the_example_spec_loads():
     spec = load_spec(EXAMPLE / "assignment.yaml")
     assert spec.module == "llist" and spec.required_files == ("llist.c", "Makefile")
-    assert spec.warnings == "penalize" and spec.test_timeout_s == 60
+    assert spec.warnings == "penalize" and spec.test_timeout_s == 30
     assert max_points(spec) == {"test_builds": 2.0, "test_prints_every_item": 3.0,
                                 "test_frees_every_item_on_unload": 3.0,
                                 "test_rejects_a_negative_count": 2.0}

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.hostbuild import SandboxLimits
+
 pytestmark = pytest.mark.vm
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "llist-assignment"
@@ -54,6 +56,27 @@ def test_reasons_and_crash_reports_reach_the_student(graded):
     panic = json.loads((out / "students" / "panic_in_init" / "result.json").read_text())
     assert any("kernel panic: llist: giving up" in c["title"]
                for t in panic["tests"] for c in t["crashes"])
+
+
+def test_hostile_submissions_are_stopped_with_the_reason(graded):
+    proc, out = graded
+    linked = (out / "students" / "host_file_link" / "result.json").read_text()
+    assert "build output zz.ko is a symbolic link: only regular files are taken" in linked
+    for report in (linked, (out / "report.html").read_text(), (out / "junit.xml").read_text()):
+        assert "root:x:0:0" not in report  # /etc/passwd reached no report
+    never = json.loads((out / "students" / "never_ending_build" / "result.json").read_text())
+    assert any("build stopped after 60 s (time_limits.build_s)" in t["message"]
+               for t in never["tests"])
+    looping = json.loads((out / "students" / "endless_loop_in_init" / "result.json").read_text())
+    assert any("test stopped after 30 s (time_limits.test_s)" in t["message"]
+               for t in looping["tests"])
+    fake = json.loads((out / "students" / "fake_frees" / "result.json").read_text())
+    frees = next(t for t in fake["tests"] if t["test"] == "test_frees_every_item_on_unload")
+    assert "memory leak in llist_init: 6 object(s), 192 bytes" in frees["message"]
+    # The CPU burners of cpu_burner's Makefile died with its build.
+    assert subprocess.run(["pgrep", "-u", str(SandboxLimits().uid)],
+                          capture_output=True).stdout == b""
+    assert "harness: guest network isolated" in proc.stderr
 
 
 def test_reports_are_written(graded):

@@ -1,0 +1,275 @@
+"""What a module allocated and did not free: an allocation ledger from the kernel's kmem
+tracepoints, on any kernel (no KASAN or kmemleak needed).
+
+A tracing instance of its own (``/sys/kernel/tracing/instances/harness-kmem``) records
+``kmalloc`` and ``kmem_cache_alloc`` events whose call site is in the modules area, and every
+``kfree`` and ``kmem_cache_free``. Pairing them by pointer gives, for a module (its name while
+loaded, its recorded address range after), the objects it allocated that nobody freed. Pointers
+are hashed by the kernel's ``%p`` the same way each time, which is all pairing needs. Events
+lost to a full buffer make the answer unknowable: that is an error, never a silent pass.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from harness.errors import HarnessError, KernelFailure
+from harness.oops.detect import Frame
+from harness.oops.symbolize import function_at, locate
+from harness.transport import Transport
+
+INSTANCE = "/sys/kernel/tracing/instances/harness-kmem"
+# x86_64 modules live above this address (MODULES_VADDR); allocations from the core kernel
+# are filtered out in the kernel, so the buffer holds what modules did.
+MODULES_AREA_START = 0xFFFFFFFFC0000000
+ALLOC_EVENTS = ("kmalloc", "kmem_cache_alloc")
+FREE_EVENTS = ("kfree", "kmem_cache_free")
+BUFFER_KB = 8192  # per CPU
+SETTLE_S = (1.0,)  # kfree_rcu frees after a grace period: look once more before a verdict
+
+# The pairing of parse_trace, in the guest, over a trace that may hold 100,000 frees.
+LIVE_ONLY_AWK = r"""
+/\[LOST [0-9]+ EVENTS\]/ { print; next }
+{
+  event = ""; ptr = ""
+  for (i = 1; i <= NF; i++) {
+    if ($i ~ /^(kmalloc|kmem_cache_alloc|kfree|kmem_cache_free):$/) event = $i
+    else if ($i ~ /^ptr=/) { ptr = $i; break }
+  }
+  if (ptr == "") next
+  if (event == "kfree:" || event == "kmem_cache_free:") delete live[ptr]
+  else live[ptr] = $0
+}
+END { for (p in live) print live[p] }
+"""
+
+_EVENT = re.compile(
+    r"\s(?P<event>kmalloc|kmem_cache_alloc|kfree|kmem_cache_free): "
+    r"call_site=(?P<site>\S+(?: \[[\w-]+\])?) ptr=(?P<ptr>[0-9a-fx]+)"
+    r"(?: bytes_req=(?P<req>\d+) bytes_alloc=(?P<alloc>\d+))?")
+_LOST = re.compile(r"\[LOST (\d+) EVENTS\]")
+_SITE_MODULE = re.compile(r" \[(?P<module>[\w-]+)\]$")
+
+
+class LedgerError(HarnessError):
+    """The ledger cannot answer: tracing is unavailable, or events were lost."""
+
+
+@dataclass(frozen=True)
+class Allocation:
+    ptr: str  # as the kernel prints it (hashed)
+    size: int  # bytes asked for
+    call_site: str  # `func+0x5a/0x1000 [module]`, or a raw address once the module is gone
+    event: str
+
+    def __str__(self) -> str:
+        return f"{self.size} bytes at {self.call_site} ({self.event})"
+
+
+@dataclass
+class ModuleSpan:
+    """A loaded module's name, address range (``/proc/modules``) and section addresses
+    (``/sys/module/NAME/sections``): its call sites are recognised, and turned back into
+    ``function+offset`` and a source line, after it is unloaded, when the kernel prints them
+    as bare addresses."""
+
+    name: str
+    start: int
+    size: int
+    sections: dict[str, int] = field(default_factory=dict)
+    ko: Path | None = None  # the host copy with debug info
+    source_dir: Path | None = None
+
+    def holds(self, call_site: str) -> bool:
+        tag = _SITE_MODULE.search(call_site)
+        if tag:
+            return tag["module"].replace("-", "_") == self.name
+        address = _address(call_site)
+        return address is not None and (
+            self.start <= address < self.start + self.size
+            or any(base <= address < base + _SECTION_REACH for base in self.sections.values()))
+
+    def frame(self, call_site: str) -> tuple[str, int] | None:
+        """``(function, offset)`` of one of its call sites."""
+        named = _NAMED_SITE.match(call_site)
+        if named:
+            return named["function"], int(named["offset"], 16)
+        address = _address(call_site)
+        if address is None or self.ko is None or not self.ko.is_file():
+            return None
+        below = [(base, name) for name, base in self.sections.items() if base <= address]
+        if not below:
+            return None
+        base, section = max(below)
+        return function_at(self.ko, section, address - base)
+
+    def where(self, call_site: str) -> str:
+        """``llist_init+0x5a at llist.c:38: <the line>``, or the call site as it is."""
+        found = self.frame(call_site)
+        if found is None:
+            return call_site
+        function, offset = found
+        text = f"{function}+{offset:#x}"
+        if self.ko is not None and self.ko.is_file():
+            frame = Frame(function, offset, 0, self.name, 0)
+            roots = [self.source_dir] if self.source_dir else []
+            places = locate(self.ko, frame, return_address=True, source_roots=roots)
+            # The line in the module's own source, not the inlined kmalloc() of slab.h.
+            own = [p for p in places if p.source is not None]
+            if places:
+                place = (own or places)[0]
+                text += f" at {place}" + (f": {place.source.strip()}" if place.source else "")
+        return text
+
+
+_SECTION_REACH = 1 << 20  # a call site lies within this of its section's start
+_NAMED_SITE = re.compile(r"^(?P<function>[\w.]+)\+(?P<offset>0x[0-9a-f]+)")
+
+
+def _address(call_site: str) -> int | None:
+    try:
+        return int(call_site, 16)
+    except ValueError:
+        return None
+
+
+def parse_trace(text: str) -> tuple[dict[str, Allocation], int]:
+    """The allocations still live at the end of ``text`` (by pointer), and events lost."""
+    live: dict[str, Allocation] = {}
+    lost = sum(int(n) for n in _LOST.findall(text))
+    for match in _EVENT.finditer(text):
+        ptr = match["ptr"]
+        if match["event"] in FREE_EVENTS:
+            live.pop(ptr, None)
+        else:
+            live[ptr] = Allocation(ptr, int(match["req"] or 0), match["site"], match["event"])
+    return live, lost
+
+
+@dataclass
+class KmemLedger:
+    """Start it before the module is loaded; ask it after."""
+
+    transport: Transport
+    spans: dict[str, ModuleSpan] = field(default_factory=dict)
+    started: bool = False
+
+    def _sh(self, script: str, timeout: float = 60.0) -> str:
+        result = self.transport.run(script, sudo=True, timeout=timeout)
+        if not result.ok:
+            raise LedgerError(f"the kmem ledger needs tracefs and the kmem events: "
+                              f"{(result.stderr or result.stdout).strip()}")
+        return result.stdout
+
+    def start(self) -> None:
+        """A fresh, empty ledger (earlier events cleared)."""
+        events = f"{INSTANCE}/events/kmem"
+        script = [f"set -e; [ -d {INSTANCE} ] || mkdir {INSTANCE}",
+                  f"echo 0 > {INSTANCE}/tracing_on",
+                  f"echo {BUFFER_KB} > {INSTANCE}/buffer_size_kb"]
+        for event in ALLOC_EVENTS:
+            script += [f"echo 'call_site >= {MODULES_AREA_START:#x}' > {events}/{event}/filter",
+                       f"echo 1 > {events}/{event}/enable"]
+        script += [f"echo 1 > {events}/{event}/enable" for event in FREE_EVENTS]
+        script += [f": > {INSTANCE}/trace", f"echo 1 > {INSTANCE}/tracing_on"]
+        self._sh("\n".join(script))
+        self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self.transport.run(f"echo 0 > {INSTANCE}/tracing_on; rmdir {INSTANCE}",
+                               sudo=True, timeout=60)
+            self.started = False
+
+    def remember(self, span: ModuleSpan) -> None:
+        """Record a module's address range while it is loaded (``Module.load`` does)."""
+        self.spans[span.name] = span
+
+    def live(self) -> tuple[dict[str, Allocation], int]:
+        if not self.started:
+            raise LedgerError("the kmem ledger was not started before the module was loaded")
+        # Paired in the guest: only the allocations still live (and lost-event marks) cross.
+        return parse_trace(self._sh(f"awk {shlex.quote(LIVE_ONLY_AWK)} {INSTANCE}/trace",
+                                    timeout=120))
+
+    def outstanding(self, module: str | _Named) -> list[Allocation]:
+        """What ``module`` (a name or a Module) allocated since the start and nobody has freed.
+        After an unload, frees still in flight (kfree_rcu) are waited for a little."""
+        module = module if isinstance(module, str) else (module.name or "")
+        span = self.spans.get(module)
+        for settle in (0.0, *SETTLE_S):
+            time.sleep(settle)
+            live, lost = self.live()
+            if lost:
+                raise LedgerError(
+                    f"{lost} kmem events were lost to a full trace buffer ({BUFFER_KB} KiB per "
+                    "CPU): the ledger cannot tell what was freed")
+            mine = [a for a in live.values()
+                    if (span.holds(a.call_site) if span else a.call_site.endswith(f"[{module}]"))]
+            if not mine or module_is_loaded(self.transport, module):
+                return mine
+        return mine
+
+
+    def assert_freed(self, module: str | _Named) -> None:
+        """Fail (``MemoryLeak``) when ``module`` left anything allocated."""
+        __tracebackhide__ = True
+        name = module if isinstance(module, str) else (module.name or "")
+        leaked = self.outstanding(name)
+        if leaked:
+            raise MemoryLeak(describe(name, leaked, self.spans.get(name)))
+
+
+class MemoryLeak(KernelFailure):
+    """A module left objects allocated that nobody freed."""
+
+
+class _Named(Protocol):
+    name: str | None
+
+
+def module_is_loaded(transport: Transport, name: str) -> bool:
+    return transport.run(["test", "-d", f"/sys/module/{name}/sections"], timeout=30).ok
+
+
+def read_span(transport: Transport, name: str, ko: Path | None = None,
+              source_dir: Path | None = None) -> ModuleSpan | None:
+    """The module's address range and section addresses (read as root: others see zeros)."""
+    script = (f"grep '^{name} ' /proc/modules; cd /sys/module/{name}/sections && "
+              "for s in .*; do [ -f \"$s\" ] && echo \"$s $(cat \"$s\")\"; done")
+    result = transport.run(script, sudo=True, timeout=30)
+    lines = result.stdout.splitlines()
+    fields = lines[0].split() if lines else []
+    if len(fields) < 6:
+        return None
+    sections = {}
+    for line in lines[1:]:
+        section, _, address = line.partition(" ")
+        if address.startswith("0x"):
+            sections[section] = int(address, 16)
+    try:
+        return ModuleSpan(name, int(fields[5], 16), int(fields[1]), sections, ko, source_dir)
+    except ValueError:
+        return None
+
+
+def describe(module: str, leaked: list[Allocation], span: ModuleSpan | None = None) -> str:
+    """``memory leak in llist_init: 6 object(s), 192 bytes, allocated at llist_init+0x5a at
+    llist.c:38: <line>``, one line per call site, for a failure."""
+    sites: dict[str, list[Allocation]] = {}
+    for allocation in leaked:
+        sites.setdefault(allocation.call_site, []).append(allocation)
+    lines = []
+    for site, allocations in sorted(sites.items(), key=lambda item: -len(item[1])):
+        found = span.frame(site) if span else None
+        function = found[0] if found else site.split("+")[0]
+        where = span.where(site) if span else site
+        total = sum(a.size for a in allocations)
+        lines.append(f"memory leak in {function}: {len(allocations)} object(s), {total} bytes, "
+                     f"allocated at {where}")
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""The kmem ledger's pairing and attribution, on trace text as the guest prints it."""
+
+from __future__ import annotations
+
+import subprocess
+
+from harness.kmem import LIVE_ONLY_AWK, ModuleSpan, describe, parse_trace
+
+TRACE = """\
+ insmod-1 [000] ..... 1.0: kmalloc: call_site=llist_init+0x5a/0x1000 [llist] ptr=00000000aaaa bytes_req=32 bytes_alloc=32 gfp_flags=GFP_KERNEL node=-1 accounted=false
+ insmod-1 [000] ..... 1.1: kmalloc: call_site=llist_init+0x5a/0x1000 [llist] ptr=00000000bbbb bytes_req=32 bytes_alloc=32 gfp_flags=GFP_KERNEL node=-1 accounted=false
+ kworker-9 [001] ..... 1.2: kmem_cache_alloc: call_site=0xffffffffc0a2b05a ptr=00000000cccc bytes_req=64 bytes_alloc=64 gfp_flags=GFP_KERNEL node=-1 accounted=false
+ kworker-9 [001] ..... 1.3: kmalloc: call_site=virtnet_poll+0x10/0x200 [virtio_net] ptr=00000000dddd bytes_req=8 bytes_alloc=8 gfp_flags=GFP_ATOMIC node=-1 accounted=false
+ rmmod-2 [001] ..... 2.0: kfree: call_site=llist_exit+0x20/0x30 [llist] ptr=00000000aaaa
+ swapper-0 [000] ..... 2.1: kfree: call_site=rcu_do_batch+0x1/0x2 ptr=00000000dddd
+ insmod-3 [000] ..... 3.0: kmalloc: call_site=llist_init+0x5a/0x1000 [llist] ptr=00000000aaaa bytes_req=32 bytes_alloc=32 gfp_flags=GFP_KERNEL node=-1 accounted=false
+""" # noqa: E501
+
+
+def test_allocations_pair_with_frees_by_pointer_and_a_reused_pointer_is_new():
+    live, lost = parse_trace(TRACE)
+    assert lost == 0
+    assert sorted(live) == ["00000000aaaa", "00000000bbbb", "00000000cccc"]
+    assert live["00000000aaaa"].size == 32
+
+
+def test_the_guest_side_filter_pairs_the_same_way():
+    out = subprocess.run(["awk", LIVE_ONLY_AWK], input=TRACE + "CPU:1 [LOST 3 EVENTS]\n",
+                         capture_output=True, text=True, check=True).stdout
+    live, lost = parse_trace(out)
+    assert sorted(live) == ["00000000aaaa", "00000000bbbb", "00000000cccc"] and lost == 3
+
+
+def test_call_sites_belong_to_a_module_by_name_or_by_address():
+    span = ModuleSpan("llist", 0xFFFFFFFFC0A2B000, 0x4000)
+    assert span.holds("llist_init+0x5a/0x1000 [llist]")
+    assert span.holds("0xffffffffc0a2b05a")  # printed once the module is gone
+    assert not span.holds("virtnet_poll+0x10/0x200 [virtio_net]")
+    assert not span.holds("0xffffffffc1000000")
+    assert span.frame("llist_init+0x5a/0x1000 [llist]") == ("llist_init", 0x5A)
+
+
+def test_a_leak_is_described_per_call_site():
+    live, _ = parse_trace(TRACE)
+    text = describe("llist", [a for a in live.values() if "llist" in a.call_site])
+    assert text == ("memory leak in llist_init: 2 object(s), 64 bytes, allocated at "
+                    "llist_init+0x5a/0x1000 [llist]")
