@@ -6,7 +6,10 @@ import csv
 import html
 import io
 import json
+import statistics
 import xml.etree.ElementTree as ET
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.grade.plugin import _atomic_write
@@ -61,6 +64,120 @@ def junit_xml(results: list, spec: Spec) -> str:
     return ET.tostring(suites, encoding="unicode")
 
 
+@dataclass
+class ClassView:
+    """What a teacher of 200 students reads first: the whole class at a glance."""
+
+    max_score: float
+    histogram: list[tuple[str, int]]  # score band -> students
+    pass_rates: list[tuple[str, int, int]]  # test, passed, ran
+    crashes: list[tuple[str, list[str]]]  # title -> students, most common first
+    warnings: list[tuple[str, list[str]]]  # compiler warning -> students
+    not_graded: list[tuple[str, list[str]]]  # reason -> students (rejected, incomplete)
+    outliers: list[tuple[str, str]]  # student, why
+
+
+def class_view(results: list) -> ClassView:
+    graded = [r for r in results if r.status == "graded"]
+    top = max((r.max_score for r in results), default=0.0)
+    bands = max(1, min(10, int(top))) if top else 1
+    width = top / bands if top else 1.0
+    counts = [0] * bands
+    for r in results:
+        counts[min(bands - 1, int(r.score / width)) if width else 0] += 1
+    labels = [f"{i * width:g}-{(i + 1) * width:g}" for i in range(bands)]
+    tests: dict[str, list[int]] = {}
+    crashes: dict[str, set[str]] = defaultdict(set)
+    warnings: dict[str, set[str]] = defaultdict(set)
+    seconds: dict[str, float] = {}
+    log_lines: dict[str, int] = {}
+    for r in graded:
+        for t in r.tests:
+            passed_ran = tests.setdefault(t["test"], [0, 0])
+            passed_ran[0] += t["outcome"] == "passed"
+            passed_ran[1] += 1
+            for c in t.get("crashes", []):
+                crashes[c["title"]].add(r.student)
+            for d in t.get("diagnostics", []):
+                if d["severity"] == "warning":
+                    warnings[d["message"]].add(r.student)
+        seconds[r.student] = sum(t.get("seconds", 0) for t in r.tests)
+        log_lines[r.student] = sum(len(t.get("kernel_lines", [])) for t in r.tests)
+    not_graded: dict[str, set[str]] = defaultdict(set)
+    for r in results:
+        if r.status != "graded":
+            not_graded[f"{r.status}: {r.reason.splitlines()[0] if r.reason else ''}"].add(
+                r.student)
+    return ClassView(
+        top, list(zip(labels, counts, strict=True)),
+        [(name, pr[0], pr[1]) for name, pr in tests.items()],
+        _by_size(crashes), _by_size(warnings), _by_size(not_graded),
+        _outliers(seconds, "s of tests") + _outliers(log_lines, "kernel log lines"))
+
+
+def _by_size(groups: dict[str, set[str]]) -> list[tuple[str, list[str]]]:
+    return sorted(((key, sorted(names)) for key, names in groups.items()),
+                  key=lambda item: (-len(item[1]), item[0]))
+
+
+def _outliers(values: dict[str, float], unit: str) -> list[tuple[str, str]]:
+    """Students far above the class: more than three times the median and in the top 5."""
+    if len(values) < 3:
+        return []
+    middle = statistics.median(values.values())
+    ranked = sorted(values.items(), key=lambda item: -item[1])[:5]
+    return [(name, f"{value:g} {unit} (class median {middle:g})") for name, value in ranked
+            if value > 3 * max(middle, 1)]
+
+
+def _histogram_svg(view: ClassView) -> str:
+    e = html.escape
+    peak = max((count for _, count in view.histogram), default=0) or 1
+    bar_w, height = 44, 120
+    bars = []
+    for index, (label, count) in enumerate(view.histogram):
+        h = round(height * count / peak)
+        x = 30 + index * (bar_w + 6)
+        bars.append(
+            f'<rect x="{x}" y="{10 + height - h}" width="{bar_w}" height="{h}" fill="#3b6ea5">'
+            f"<title>{count} student(s) scored {e(label)}</title></rect>"
+            f'<text x="{x + bar_w / 2}" y="{6 + height - h}" text-anchor="middle" '
+            f'font-size="11">{count}</text>'
+            f'<text x="{x + bar_w / 2}" y="{height + 26}" text-anchor="middle" '
+            f'font-size="10">{e(label)}</text>')
+    total_w = 30 + len(view.histogram) * (bar_w + 6)
+    return (f'<svg role="img" aria-label="score distribution" width="{total_w}" '
+            f'height="{height + 34}" class=histogram>{"".join(bars)}</svg>')
+
+
+def _class_summary(view: ClassView) -> str:
+    e = html.escape
+    rates = "".join(
+        f"<tr><td class=test>{e(name)}</td><td>{passed}/{ran}</td><td><span class=bar "
+        f'style="width:{round(100 * passed / ran) if ran else 0}%"></span></td></tr>'
+        for name, passed, ran in view.pass_rates)
+
+    def groups(items: list[tuple[str, list[str]]], empty: str) -> str:
+        if not items:
+            return f"<p class=none>{e(empty)}</p>"
+        return "<ul class=groups>" + "".join(
+            f"<li><b>{len(names)} student{'s' if len(names) != 1 else ''}</b>: {e(key)}"
+            f"<div class=who>{e(', '.join(names))}</div></li>" for key, names in items) + "</ul>"
+
+    outliers = "".join(f"<li><b>{e(name)}</b>: {e(why)}</li>" for name, why in view.outliers)
+    return f"""<section class=summary>
+<h2>The class</h2>
+<div class=cols>
+<div><h3>Scores (out of {view.max_score:g})</h3>{_histogram_svg(view)}</div>
+<div><h3>Tests passed</h3><table class=rates>{rates}</table></div>
+</div>
+<h3>Kernel crashes</h3>{groups(view.crashes, "No test crashed the kernel.")}
+<h3>Compiler warnings</h3>{groups(view.warnings, "No compiler warnings.")}
+<h3>Not graded</h3>{groups(view.not_graded, "Every submission was graded.")}
+<h3>Outliers</h3>{f"<ul>{outliers}</ul>" if outliers else "<p class=none>None.</p>"}
+</section>"""
+
+
 def html_report(results: list, spec: Spec) -> str:
     e = html.escape
     rows = []
@@ -94,18 +211,30 @@ def html_report(results: list, spec: Spec) -> str:
             f"<details class=student><summary><span class=name>{e(r.student)}</span> "
             f"<span class=score>{r.score:g} / {r.max_score:g}</span> "
             f"<span class=status>{e(r.status)}</span></summary>{''.join(details)}</details>")
+    summary = _class_summary(class_view(results))
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{e(spec.assignment)}: grades</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; max-width: 70em; }}
 summary {{ cursor: pointer; padding: .3em; }}
 .student {{ border-bottom: 1px solid #ccc; }}
-.name {{ display: inline-block; width: 18em; font-weight: bold; }}
-.score {{ display: inline-block; width: 8em; }}
+.student > summary {{ display: flex; gap: 1em; align-items: baseline; }}
+.name {{ flex: 1 1 auto; min-width: 0; font-weight: bold; overflow-wrap: anywhere; }}
+.score {{ flex: 0 0 7em; text-align: right; }}
+.status {{ flex: 0 0 7em; }}
+.summary {{ border: 1px solid #ccc; padding: 0 1em 1em; margin-bottom: 2em; }}
+.cols {{ display: flex; flex-wrap: wrap; gap: 3em; }}
+.rates td {{ padding: .15em .6em .15em 0; }} .rates .test {{ font-family: monospace; }}
+.bar {{ display: inline-block; height: .8em; background: #3b6ea5; }}
+.rates td:last-child {{ width: 12em; }}
+.groups li {{ margin-bottom: .4em; }} .who {{ color: #555; font-size: .9em; }}
+.none {{ color: #555; }}
 .pass {{ color: #176f2c; }} .fail, .crash, .reason {{ color: #a31515; }}
 pre {{ background: #f4f4f4; padding: .5em; overflow-x: auto; }}
 </style></head><body>
 <h1>{e(spec.assignment)}</h1>
+{summary}
+<h2>Students</h2>
 <p>{len(results)} submissions, sorted by score. Click a student for the details.</p>
 {''.join(rows)}
 </body></html>

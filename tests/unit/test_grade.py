@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from harness.grade.extract import UnsafeSubmission, extract, student_name
-from harness.grade.report import gradebook_csv, gradescope, html_report, junit_xml
+from harness.grade.report import (
+    class_view,
+    gradebook_csv,
+    gradescope,
+    html_report,
+    junit_xml,
+)
 from harness.grade.runner import StudentResult, find_submissions, max_points, score_student
 from harness.grade.spec import SpecError, late_penalty_percent, load_spec
 
@@ -174,7 +180,37 @@ def test_reports_carry_every_student(tmp_path):
     xml = junit_xml([good, bad], spec)
     assert 'name="alice"' in xml and "llist: created 4 items" in xml
     page = html_report([good, bad], spec)
-    assert page.index("alice") < page.index("mallory") and "<details" in page
+    students = page[page.index("<h2>Students</h2>"):]
+    assert students.index("alice") < students.index("mallory") and "<details" in students
+
+
+def test_the_class_view_groups_what_a_teacher_looks_for_first():
+    crash = {"title": "BUG: unable to handle kernel NULL pointer dereference in llist_exit",
+             "location": "llist.c:60", "source": "", "module_function": "llist_exit"}
+    warning = {"file": "llist.c", "line": 3, "severity": "warning", "message": "unused x"}
+
+    def student(name, score, passed, crashes=(), warnings=(), seconds=2.0):
+        tests = [dict(_record(t, 2, ok, list(warnings)), crashes=list(crashes), seconds=seconds)
+                 for t, ok in passed.items()]
+        return StudentResult(name, score, 10, "graded", tests=tests)
+
+    results = [student(f"s{i}", 10, {"test_builds": True, "test_frees": True}) for i in range(6)]
+    results += [student("crasher1", 4, {"test_builds": True, "test_frees": False}, [crash]),
+                student("crasher2", 4, {"test_builds": True, "test_frees": False}, [crash],
+                        [warning]),
+                student("slow", 2, {"test_builds": True, "test_frees": False}, seconds=90.0),
+                StudentResult("zipper", 0, 10, "rejected", "path escaping the folder: '../x'")]
+    view = class_view(results)
+    assert dict(view.histogram) == {"0-1": 1, "2-3": 1, "4-5": 2, "9-10": 6} | {
+        k: 0 for k in ("1-2", "3-4", "5-6", "6-7", "7-8", "8-9")}
+    assert view.pass_rates == [("test_builds", 9, 9), ("test_frees", 6, 9)]
+    assert view.crashes == [(crash["title"], ["crasher1", "crasher2"])]
+    assert view.warnings == [("unused x", ["crasher2"])]
+    assert view.not_graded == [("rejected: path escaping the folder: '../x'", ["zipper"])]
+    assert view.outliers == [("slow", "180 s of tests (class median 4)")]
+    page = html_report(results, load_spec(EXAMPLE / "assignment.yaml"))
+    summary = page[:page.index("<h2>Students</h2>")]
+    assert "<svg" in summary and "2 students</b>: BUG: unable to handle" in summary
 
 
 def test_students_finished_before_an_interruption_are_not_graded_again(tmp_path, monkeypatch):
