@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 
@@ -26,3 +28,67 @@ def test_test_ids_stay_relative_to_the_suite_whatever_the_option_form(
     assert 'classname="test_x"' in (pytester.path / "junit.xml").read_text()
     if suite_ini:  # the suite's own addopts (-rA) applied, the checkout's not
         result.stdout.fnmatch_lines(["PASSED test_x.py::test_hello"])
+
+
+SCRIPTED_CONFTEST = """
+import pytest
+from fakeguest import scripted_session
+
+
+@pytest.fixture(scope="session")
+def harness_session(tmp_path_factory):
+    session, _, _ = scripted_session(tmp_path_factory.mktemp("vm"))
+    return session
+"""
+
+SCRIPTED_TESTS = """
+import pytest
+from fakeguest import console
+
+pytestmark = pytest.mark.vm
+
+
+def test_quiet(guest, dmesg):
+    guest.transport.log("[    1.0] Hello World")
+    assert "Hello World" in dmesg
+
+
+def test_crashes(guest):
+    guest.transport.log(*console("null_exit"))
+
+
+@pytest.mark.expect_oops("BUG: unable to handle kernel NULL pointer dereference")
+def test_must_crash(guest):
+    guest.transport.log(*console("null_exit"))
+
+
+@pytest.mark.expect_oops("kernel BUG")
+def test_must_crash_but_does_not(guest):
+    pass
+"""
+
+
+def test_the_plugin_judges_each_test_by_its_kernel(pytester: pytest.Pytester, monkeypatch):
+    from harness import testrun
+
+    monkeypatch.setattr(testrun, "PANIC_SETTLE_S", 0)
+    pytester.syspathinsert(Path(__file__).parent)  # fakeguest
+    pytester.makeini("[pytest]\njunit_logging = system-out\n")  # as the README says
+    pytester.makeconftest(SCRIPTED_CONFTEST)
+    pytester.makepyfile(test_scripted=SCRIPTED_TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rA", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=2, failed=2)
+    outcomes = {r.nodeid.split("::")[1]: r.outcome
+                for r in result.reprec.getreports("pytest_runtest_logreport")  # type: ignore[attr-defined]
+                if r.when == "call"}
+    assert outcomes == {"test_quiet": "passed", "test_crashes": "failed",
+                        "test_must_crash": "passed", "test_must_crash_but_does_not": "failed"}
+    crashed = next(r for r in result.reprec.getreports("pytest_runtest_logreport")  # type: ignore[attr-defined]
+                   if r.nodeid.endswith("test_crashes") and r.when == "call")
+    text = str(crashed.longrepr)
+    assert text.startswith("the kernel went wrong during this test")
+    assert "BUG: unable to handle kernel NULL pointer dereference in crashy_null_write" in text
+    assert any(name == "Captured stdout kernel log" for name, _ in crashed.sections)
+    assert ("expected a kernel crash matching ['kernel BUG'], got: no crash report at all"
+            in result.stdout.str())
+    assert "crashy: mode=null_exit" in (pytester.path / "junit.xml").read_text()
