@@ -26,7 +26,7 @@ from harness.errors import HostError
 from harness.hostexec import HostCommandError, Stopwatch, run, run_streaming
 from harness.paths import cache_dir
 
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"  # 4: root login with the Vagrant key (the harness's root commands)
 ROOTFS_COMPLETE = ".harness-complete"  # written last into a finished root filesystem
 KERNEL_CMDLINE = (
     "root=LABEL=root rw console=tty0 console=ttyS0,115200 net.ifnames=0 biosdevname=0"
@@ -238,7 +238,10 @@ class BoxBuild:
             "etc/network/interfaces",
             "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n",
         )
-        write("etc/ssh/sshd_config.d/harness.conf", "UseDNS no\n")
+        # Root logs in with the Vagrant key too: the harness runs its root commands over a root
+        # login, as `sudo` costs about 0.4 s a call under emulation.
+        write("etc/ssh/sshd_config.d/harness.conf",
+              "UseDNS no\nPermitRootLogin prohibit-password\n")
         write("etc/sudoers.d/vagrant", "vagrant ALL=(ALL) NOPASSWD: ALL\n", 0o440)
         chroot("useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", "vagrant")
         run(["chroot", str(root), "chpasswd"], input_text="vagrant:vagrant\n")
@@ -247,6 +250,10 @@ class BoxBuild:
         (ssh_dir / "authorized_keys").write_text(vagrant_public_key())
         (ssh_dir / "authorized_keys").chmod(0o600)
         chroot("chown", "-R", "vagrant:vagrant", "/home/vagrant/.ssh")
+        root_ssh = root / "root/.ssh"
+        root_ssh.mkdir(mode=0o700, exist_ok=True)
+        (root_ssh / "authorized_keys").write_text(vagrant_public_key())
+        (root_ssh / "authorized_keys").chmod(0o600)
         # Fresh host keys for this image (mmdebstrap's are made on the build host's clock).
         for key in (root / "etc/ssh").glob("ssh_host_*"):
             key.unlink()

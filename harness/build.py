@@ -168,12 +168,16 @@ class Builder:
     counts: Counter[str] = field(default_factory=Counter, init=False)  # place or "reused"
     _last_decision: tuple[str, str] | None = field(default=None, init=False)  # place, why
     _place: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
+    _release: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         _check_mode(self.mode)
 
     def kernel_release(self) -> str:
-        return self.transport.run("uname -r", timeout=30).check().stdout.strip()
+        """The guest's ``uname -r``, asked once: reverts and reboots keep the box's kernel."""
+        if self._release is None:
+            self._release = self.transport.run("uname -r", timeout=30).check().stdout.strip()
+        return self._release
 
     def check_headers(self, release: str) -> None:
         probe = self.transport.run(f"test -d /lib/modules/{shlex.quote(release)}/build",

@@ -24,6 +24,7 @@ from harness.grade.spec import Spec, load_spec
 from harness.kmod import Module
 
 STUDENT_STARTED: dict[str, float] = {}
+SETUP_SECONDS: dict[str, float] = {}  # by test id, until its call is recorded
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,10 @@ def student_module(submission: Submission, kmod) -> Module:
                if not (submission.module_dir / f).is_file()]
     if missing:
         pytest.fail(f"missing required file(s): {', '.join(missing)}", pytrace=False)
-    module = kmod(submission.module_dir, extra_cflags=submission.spec.extra_cflags,
+    # The spec's `module` names the .ko the student must build (a Makefile that builds
+    # another, or several, is told so).
+    module = kmod(submission.module_dir, name=submission.spec.module,
+                  extra_cflags=submission.spec.extra_cflags,
                   build_timeout=submission.spec.build_timeout_s,
                   build_limit_name="time_limits.build_s")
     # Built here, before the test's own clock (time_limits.test_s) starts: the build has its
@@ -170,6 +174,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     props = dict(report.user_properties)
     if "student" not in props or os.environ.get("PYTEST_XDIST_WORKER"):
         return  # records are written once, by the controller (or a non-xdist session)
+    if report.when == "setup" and report.passed:
+        # The setup holds the clean-kernel restore and the build: where a student's time goes.
+        SETUP_SECONDS[report.nodeid] = report.duration
     if not (report.when == "call" or (report.when == "setup" and not report.passed)):
         return
     out = Path(os.environ["HARNESS_GRADE_OUT"])
@@ -181,7 +188,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     record = {
         "test": props["test"], "outcome": report.outcome, "points": props["points"],
         "earned": props["points"] if report.passed else 0.0, "message": message,
-        "seconds": round(report.duration, 2), "crashes": props.get("crashes", []),
+        "seconds": round(report.duration, 2),
+        "setup_seconds": round(SETUP_SECONDS.pop(report.nodeid, report.duration
+                                                 if report.when == "setup" else 0.0), 2),
+        "crashes": props.get("crashes", []),
         "diagnostics": props.get("diagnostics", []),
         "kernel_lines": props.get("kernel_lines", []),
     }
