@@ -135,7 +135,7 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
 def cmd_run(args: argparse.Namespace) -> int:
     """The blog's loop for a person: sync, build, insmod, dmesg, rmmod, dmesg."""
     from harness.errors import BuildError, GuestUnreachable
-    from harness.kmod import KernelCrashed, ModuleError, ModuleHung
+    from harness.kmod import KernelCrashed, ModuleError, ModuleGroup, ModuleHung
     from harness.session import make_guest, ready_vm
     from harness.testrun import HarnessSession
 
@@ -177,11 +177,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(session.guest.builder.decision)
         for warning in build.warnings:
             print(f"  {warning}")
-        module.load(**params)
-        show_new_lines(f"kernel lines after insmod {module.name}")
+        # Every module the folder builds, each after those it depends on.
+        group = ModuleGroup.of(module)
+        if params and len(group) > 1:
+            print(f"harness run: --param needs a folder with one module; {source} builds "
+                  f"{', '.join(group.names)}", file=sys.stderr)
+            return 2
+        for member in group:
+            member.load(**params)
+            show_new_lines(f"kernel lines after insmod {member.name}")
         if not args.keep_loaded:
-            module.unload()
-            show_new_lines(f"kernel lines after rmmod {module.name}")
+            for member in reversed(group.modules):
+                member.unload()
+                show_new_lines(f"kernel lines after rmmod {member.name}")
     except BuildError as err:
         print(err, file=sys.stderr)
         return 1

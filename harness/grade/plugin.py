@@ -22,6 +22,7 @@ import pytest
 from harness.errors import TimeLimitExceeded
 from harness.grade.spec import Spec, load_spec
 from harness.kmod import Module
+from harness.paths import atomic_write
 
 STUDENT_STARTED: dict[str, float] = {}
 SETUP_SECONDS: dict[str, float] = {}  # by test id, until its call is recorded
@@ -78,7 +79,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # One student's tests back to back: a kernel restore per student, not per test.
     order = {name: index for index, name in enumerate(sorted(manifest["students"]))}
     items.sort(key=lambda item: order.get(_student(item) or "", -1))
-    _atomic_write(Path(manifest["out"]) / "expected-tests.json", json.dumps(sorted(names)))
+    atomic_write(Path(manifest["out"]) / "expected-tests.json", json.dumps(sorted(names)))
 
 
 @pytest.fixture
@@ -196,11 +197,4 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         "kernel_lines": props.get("kernel_lines", []),
     }
     path = out / "students" / props["student"] / "tests" / f"{props['test']}.json"
-    _atomic_write(path, json.dumps(record, indent=1))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(record, indent=1))

@@ -12,18 +12,18 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.grade.plugin import _atomic_write
 from harness.grade.spec import Spec
+from harness.paths import atomic_write
 
 
 def write_reports(results: list, spec: Spec, out: Path) -> None:
     ordered = sorted(results, key=lambda r: (-r.score, r.student))
-    _atomic_write(out / "gradebook.csv", gradebook_csv(ordered))
-    _atomic_write(out / "junit.xml", junit_xml(ordered, spec))
+    atomic_write(out / "gradebook.csv", gradebook_csv(ordered))
+    atomic_write(out / "junit.xml", junit_xml(ordered, spec))
     for result in ordered:
-        _atomic_write(out / "gradescope" / result.student / "results.json",
+        atomic_write(out / "gradescope" / result.student / "results.json",
                       json.dumps(gradescope(result), indent=1))
-    _atomic_write(out / "report.html", html_report(ordered, spec))
+    atomic_write(out / "report.html", html_report(ordered, spec))
 
 
 def gradebook_csv(results: list) -> str:

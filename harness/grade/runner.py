@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.grade.extract import SUFFIXES, UnsafeSubmission, extract, student_name
-from harness.grade.plugin import _atomic_write
 from harness.grade.spec import Spec, late_penalty_percent, load_spec
+from harness.paths import atomic_write
 
 
 @dataclass
@@ -109,7 +109,7 @@ def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade:
             # An interrupted run may have finished every test of this student already.
             recovered = score_student(name, out, spec, points, _mtime_dt(path))
             if recovered.status == "graded":
-                _atomic_write(student_dir / "result.json",
+                atomic_write(student_dir / "result.json",
                               json.dumps(recovered.to_dict(), indent=1))
         if (student_dir / "result.json").is_file() and not regrade:
             print(f"harness grade: {name}: already graded (use --regrade to redo)", file=log)
@@ -120,7 +120,7 @@ def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade:
             module_dir = extract(path, out / "work" / name, spec.max_archive_bytes, spec.max_files)
         except UnsafeSubmission as err:
             result = StudentResult(name, 0.0, sum(points.values()), "rejected", str(err))
-            _atomic_write(student_dir / "result.json", json.dumps(result.to_dict(), indent=1))
+            atomic_write(student_dir / "result.json", json.dumps(result.to_dict(), indent=1))
             print(f"harness grade: {name}: rejected: {err}", file=log)
             continue
         pending[name] = {"module_dir": str(module_dir)}
@@ -136,7 +136,7 @@ def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade:
         if name in pending:
             result = score_student(name, out, spec, points, _mtime_dt(path))
             if result.status == "graded":
-                _atomic_write(result_file, json.dumps(result.to_dict(), indent=1))
+                atomic_write(result_file, json.dumps(result.to_dict(), indent=1))
         elif result_file.is_file():
             result = StudentResult(**json.loads(result_file.read_text()))
         else:
@@ -169,11 +169,11 @@ def _mtime_dt(path: Path) -> dt.datetime:
 def _run_tests(spec: Spec, out: Path, pending: dict[str, dict], jobs: int,
                vm_args: list[str], log) -> None:
     manifest = out / "manifest.json"
-    _atomic_write(manifest, json.dumps({"spec": str(spec.path), "out": str(out),
+    atomic_write(manifest, json.dumps({"spec": str(spec.path), "out": str(out),
                                         "students": pending}, indent=1))
     # An ini file of its own: the grading session must not pick up a project's pytest settings.
     ini = out / "pytest.ini"
-    _atomic_write(ini, "[pytest]\n")
+    atomic_write(ini, "[pytest]\n")
     argv = [sys.executable, "-m", "pytest", str(spec.tests), "-p", "harness.grade.plugin",
             f"--grade-manifest={manifest}", "-c", str(ini), f"--rootdir={out}",
             "-p", "no:cacheprovider", "-v", *vm_args]

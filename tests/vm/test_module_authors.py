@@ -5,6 +5,9 @@ builds two modules, files in and out of the guest, commands that must succeed.""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +108,16 @@ def test_a_failing_command_says_what_ran_how_it_ended_and_what_it_printed(guest)
     assert guest.run("cat /proc/no_such_file").exit_status == 1  # run() never raises
     assert guest.check_output("whoami") == "vagrant"
     assert guest.check_output("whoami", sudo=True) == "root"
+
+
+def test_harness_run_loads_a_two_module_folder_in_dependency_order():
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "tests/vm/modules/twomods"],
+        cwd=root, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = proc.stdout
+    steps = ["after insmod harness_exporter", "after insmod harness_user",
+             "after rmmod harness_user", "after rmmod harness_exporter"]
+    assert [out.index(step) for step in steps] == sorted(out.index(step) for step in steps)
+    assert "harness_user: 40 + 2 = 42" in out
