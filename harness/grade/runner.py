@@ -175,7 +175,8 @@ def _run_tests(spec: Spec, out: Path, pending: dict[str, dict], jobs: int,
     ini = out / "pytest.ini"
     atomic_write(ini, "[pytest]\n")
     argv = [sys.executable, "-m", "pytest", str(spec.tests), "-p", "harness.grade.plugin",
-            f"--grade-manifest={manifest}", "-c", str(ini), f"--rootdir={out}",
+            # The tests' own folder as rootdir: ids read test_x.py::test_y[student].
+            f"--grade-manifest={manifest}", "-c", str(ini), f"--rootdir={spec.tests.parent}",
             "-p", "no:cacheprovider", "-v", *vm_args]
     if jobs > 1:
         argv += ["-n", str(jobs), "--dist", "loadgroup"]

@@ -81,7 +81,8 @@ def test_hostile_submissions_are_stopped_with_the_reason(graded):
 
 
 def test_reports_are_written(graded):
-    _, out = graded
+    proc, out = graded
+    assert "test_llist.py::test_builds[correct] PASSED" in proc.stderr  # ids name the file
     gradescope = json.loads((out / "gradescope" / "correct" / "results.json").read_text())
     assert gradescope["score"] == 10 and len(gradescope["tests"]) == 4
     assert "<html>" in (out / "report.html").read_text()
