@@ -64,10 +64,9 @@ def test_hostile_submissions_are_stopped_with_the_reason(graded):
     assert "build output zz.ko is a symbolic link: only regular files are taken" in linked
     for report in (linked, (out / "report.html").read_text(), (out / "junit.xml").read_text()):
         assert "root:x:0:0" not in report  # /etc/passwd reached no report
-    for name in ("never_ending_build", "cpu_burner"):
-        stopped = json.loads((out / "students" / name / "result.json").read_text())
-        assert all("build stopped after 60 s (time_limits.build_s)" in t["message"]
-                   for t in stopped["tests"]), name
+    never = json.loads((out / "students" / "never_ending_build" / "result.json").read_text())
+    assert all("build stopped after 60 s (time_limits.build_s)" in t["message"]
+               for t in never["tests"])
     looping = json.loads((out / "students" / "endless_loop_in_init" / "result.json").read_text())
     assert any("test stopped after 30 s (time_limits.test_s)" in t["message"]
                for t in looping["tests"])
