@@ -7,6 +7,7 @@ the module's init or exit; a command that never returns means the module hung th
 
 from __future__ import annotations
 
+import dataclasses
 import graphlib
 import hashlib
 import itertools
@@ -195,9 +196,7 @@ class Module:
 
     def sibling(self, name: str) -> Module:
         """Another module built by the same folder (the same build, its own name)."""
-        other = Module(self.guest, self.source_dir, self.extra_cflags, name=name,
-                       build_mode=self.build_mode, build_timeout=self.build_timeout,
-                       build_limit_name=self.build_limit_name, on_sibling=self.on_sibling)
+        other = dataclasses.replace(self, name=name)  # same folder, flags and limits
         if self.on_sibling is not None:
             self.on_sibling(other)
         return other
@@ -206,6 +205,7 @@ class Module:
         """Siblings from the same folder first (insmod), then in-tree modules (modprobe)."""
         siblings = set(module_names(result))
         for dep in self.dependencies(result):
+            # Asked each time: loading one dependency may have loaded the next already.
             if dep in self.guest.loaded_modules():
                 continue
             if dep in siblings:
@@ -213,9 +213,9 @@ class Module:
                 self.sibling(dep).load()
             else:
                 self.history.append(f"load: modprobe {dep} ({self.name} depends on it)")
-                result = self.transport.run(["modprobe", dep], sudo=True, timeout=LOAD_TIMEOUT_S)
-                if not result.ok:
-                    raise LoadError(dep, result, [])
+                probe = self.transport.run(["modprobe", dep], sudo=True, timeout=LOAD_TIMEOUT_S)
+                if not probe.ok:
+                    raise LoadError(dep, probe, [])
 
     # -- load and unload --------------------------------------------------------------------------
     def load(self, timeout: float = LOAD_TIMEOUT_S, **params: object) -> CommandResult:
