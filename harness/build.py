@@ -6,7 +6,10 @@ emulation) on the host inside the box's own root filesystem (:mod:`harness.hostb
 has the same headers and compiler. The result keeps the full log,
 the diagnostics mapped back to the host's paths, and the .ko files (also copied to the host, so
 a crash can be symbolized even after the guest died). A build of the same sources for the same
-kernel is reused from that host copy instead of compiling again.
+kernel is reused from that host copy (:class:`BuildCache`) instead of compiling again.
+
+The two places are two :class:`Compiler` implementations behind one protocol; :class:`Builder`
+decides which one a kernel gets and keeps the cache.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import re
 import shlex
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from harness.errors import BuildError, ConfigurationError
 from harness.hostbuild import (
@@ -243,26 +248,18 @@ class Builder:
         ``timeout`` its time limit (``limit_name`` says whose, in the log when it is hit)."""
         timeout = timeout or self.timeout
         release = self.kernel_release()
+        cache = BuildCache(self.cache_root)
         key = build_key(tree_digest, release, extra_cflags)
-        cached = self.cache_root / key
-        if not force and (cached / "result.json").is_file():
-            result = self._reuse(cached, source_dir, remote_dir, release)
+        if not force:
+            result = self._reuse(cache.load(key), source_dir, remote_dir, release)
             if result is not None:
                 self.counts["reused"] += 1
                 return result
         place = self.place_for(release, mode)
         self.counts[place] += 1
         started = time.monotonic()
-        if place == ON_HOST:
-            assert self.host is not None
-            outcome = self.host.compile(source_dir, remote_dir,
-                                        make_command(remote_dir, extra_cflags, release=release),
-                                        timeout, limit_name)
-            for rel, data in outcome.ko_files.items():
-                self.transport.put_bytes(data, posixpath.join(remote_dir, rel))
-        else:
-            outcome = self._compile_in_guest(remote_dir, release, extra_cflags, timeout,
-                                             limit_name)
+        outcome = self._compiler(place).compile(source_dir, remote_dir, release, extra_cflags,
+                                                timeout, limit_name)
         result = BuildResult(
             source_dir, remote_dir, release, outcome.exit_status, outcome.log,
             parse_diagnostics(outcome.log, {remote_dir: str(_display_path(source_dir))}),
@@ -271,11 +268,51 @@ class Builder:
         )
         # Failures are cached too: the same sources fail the same way for the same kernel, and
         # a grader's every test would otherwise pay for the failing build again.
-        self._store(cached, result, outcome.ko_files)
+        result.local_ko = cache.store(key, result, outcome.ko_files)
         return result
 
-    def _compile_in_guest(self, remote_dir: str, release: str, extra_cflags: str,
-                          timeout: float, limit_name: str) -> CompileOutcome:
+    def _compiler(self, place: str) -> Compiler:
+        if place == ON_HOST:
+            assert self.host is not None
+            return HostCompiler(self.host, self.transport)
+        return GuestCompiler(self.transport, self.check_headers)
+
+    def _reuse(self, cached: CachedBuild | None, source_dir: Path, remote_dir: str,
+               release: str) -> BuildResult | None:
+        """The cached build, its .ko files put back into the guest folder (a revert wiped
+        them); None when there is none or its host copies are gone."""
+        if cached is None:
+            return None
+        result = BuildResult(source_dir, remote_dir, release, cached.exit_status, cached.log,
+                             cached.diagnostics, seconds=0.0, reused=True, where=cached.where)
+        if cached.exit_status != 0:
+            return result
+        for rel, host_copy in cached.ko_files.items():
+            remote = posixpath.join(remote_dir, rel)
+            present = self.transport.stat(remote)
+            if present is None or present.size != host_copy.stat().st_size:
+                self.transport.put_bytes(host_copy.read_bytes(), remote)
+            result.ko_files.append(remote)
+            result.local_ko[module_name(host_copy)] = host_copy
+        return result
+
+
+class Compiler(Protocol):
+    """Runs kbuild for one synced module folder; the .ko files end up in the guest folder."""
+
+    def compile(self, source_dir: Path, remote_dir: str, release: str, extra_cflags: str,
+                timeout: float, limit_name: str) -> CompileOutcome: ...
+
+
+@dataclass
+class GuestCompiler:
+    """make in the guest, against its running kernel's headers."""
+
+    transport: Transport
+    check_headers: Callable[[str], None]
+
+    def compile(self, source_dir: Path, remote_dir: str, release: str, extra_cflags: str,
+                timeout: float, limit_name: str) -> CompileOutcome:
         self.check_headers(release)
         # The guest's own `timeout` stops make and what it started; the transport's bound is
         # only for a guest that stops answering.
@@ -294,44 +331,80 @@ class Builder:
                         for ko in sorted(listing.stdout.split())}
         return CompileOutcome(run.exit_status, run.stdout + run.stderr, ko_files)
 
-    def _store(self, cached: Path, result: BuildResult, ko_files: dict[str, bytes]) -> None:
-        cached.mkdir(parents=True, exist_ok=True)
+
+@dataclass
+class HostCompiler:
+    """make on the host in the box's root filesystem (sandboxed); the .ko files are copied
+    into the guest folder afterwards."""
+
+    rootfs: RootfsBuilder
+    transport: Transport
+
+    def compile(self, source_dir: Path, remote_dir: str, release: str, extra_cflags: str,
+                timeout: float, limit_name: str) -> CompileOutcome:
+        outcome = self.rootfs.compile(source_dir, remote_dir,
+                                      make_command(remote_dir, extra_cflags, release=release),
+                                      timeout, limit_name)
+        for rel, data in outcome.ko_files.items():
+            self.transport.put_bytes(data, posixpath.join(remote_dir, rel))
+        return outcome
+
+
+@dataclass(frozen=True)
+class CachedBuild:
+    exit_status: int
+    log: str
+    diagnostics: list[Diagnostic]
+    where: str
+    ko_files: dict[str, Path]  # path relative to the module folder -> host copy
+
+
+@dataclass
+class BuildCache:
+    """Earlier builds on the host, one folder per build key: ``build.log``, ``result.json``
+    (exit status, .ko paths, seconds, where, diagnostics) and a copy of each .ko. The only
+    place that reads or writes that layout."""
+
+    root: Path
+
+    def store(self, key: str, result: BuildResult, ko_files: dict[str, bytes]) -> dict[str, Path]:
+        """Keep a finished build; returns module name -> host copy of its .ko."""
+        folder = self.root / key
+        folder.mkdir(parents=True, exist_ok=True)
+        local = {}
         for rel, data in ko_files.items():
-            local = cached / posixpath.basename(rel)
-            local.write_bytes(data)
-            result.local_ko[local.stem.replace("-", "_")] = local
-        (cached / "build.log").write_text(result.log)
-        (cached / "result.json").write_text(json.dumps({
+            copy = folder / posixpath.basename(rel)
+            copy.write_bytes(data)
+            local[module_name(copy)] = copy
+        (folder / "build.log").write_text(result.log)
+        (folder / "result.json").write_text(json.dumps({
             "exit_status": result.exit_status,
             "ko_files": sorted(ko_files),
             "seconds": result.seconds,
             "where": result.where,
             "diagnostics": [vars(d) for d in result.diagnostics],
         }))
+        return local
 
-    def _reuse(self, cached: Path, source_dir: Path, remote_dir: str,
-               release: str) -> BuildResult | None:
-        """Put the cached .ko files back into the guest folder (after a revert wiped them)."""
-        meta = json.loads((cached / "result.json").read_text())
-        log = (cached / "build.log").read_text()
-        diagnostics = [Diagnostic(**d) for d in meta.get("diagnostics", [])]
-        where = meta.get("where", IN_GUEST)
-        if meta["exit_status"] != 0:
-            return BuildResult(source_dir, remote_dir, release, meta["exit_status"], log,
-                               diagnostics, seconds=0.0, reused=True, where=where)
-        ko_files, local = [], {}
-        for rel in meta["ko_files"]:
-            host_copy = cached / posixpath.basename(rel)
-            if not host_copy.is_file():
-                return None
-            remote = posixpath.join(remote_dir, rel)
-            present = self.transport.stat(remote)
-            if present is None or present.size != host_copy.stat().st_size:
-                self.transport.put_bytes(host_copy.read_bytes(), remote)
-            ko_files.append(remote)
-            local[host_copy.stem.replace("-", "_")] = host_copy
-        return BuildResult(source_dir, remote_dir, release, 0, log, diagnostics, ko_files, local,
-                           seconds=0.0, reused=True, where=where)
+    def load(self, key: str) -> CachedBuild | None:
+        """The build stored under ``key``; None when there is none or a .ko copy is missing."""
+        folder = self.root / key
+        try:
+            meta = json.loads((folder / "result.json").read_text())
+            log = (folder / "build.log").read_text()
+        except (FileNotFoundError, ValueError):
+            return None
+        copies = {rel: folder / posixpath.basename(rel) for rel in meta["ko_files"]}
+        if not all(copy.is_file() for copy in copies.values()):
+            return None
+        return CachedBuild(meta["exit_status"], log,
+                           [Diagnostic(**d) for d in meta.get("diagnostics", [])],
+                           meta.get("where", IN_GUEST), copies)
+
+
+def module_name(ko_path: str | Path) -> str:
+    """The kernel's name for a .ko file: its stem with ``-`` read as ``_``."""
+    return Path(ko_path).stem.replace("-", "_")
 
 
 def _check_mode(mode: str) -> str:

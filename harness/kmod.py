@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.build import BuildResult, ModuleBuildError
+from harness.build import BuildResult, ModuleBuildError, module_name
 from harness.errors import CommandTimeout, ConfigurationError, KernelFailure, ModuleError
 from harness.guest import Guest
 from harness.kmem import read_span
@@ -384,11 +384,6 @@ def dependency_order(depends: dict[str, list[str]]) -> list[str]:
     except graphlib.CycleError as err:
         raise ModuleError(f"these modules depend on each other in a cycle: {err.args[1]}") \
             from err
-
-
-def module_name(ko_path: str | Path) -> str:
-    """The kernel's name for a .ko file: its stem with ``-`` read as ``_``."""
-    return Path(ko_path).stem.replace("-", "_")
 
 
 def module_names(result: BuildResult) -> list[str]:

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from harness.build import IN_GUEST, ON_HOST, Builder, HostBuildUnavailable, make_command
+from harness.errors import VMError
 from harness.hostbuild import RootfsBuilder, Toolchain, parse_toolchain
 from harness.session import ready_vm
 from harness.transport import CommandResult
-from harness.vm import VMError
 
 GUEST = Toolchain("6.1.0-56-amd64", "0c2e8643" * 8, "gcc (Debian 12.2.0-14+deb12u1) 12.2.0")
 
@@ -122,7 +123,7 @@ def test_a_missing_rootfs_or_bubblewrap_is_explained(tmp_path, monkeypatch):
 class FakeVM:
     """Records what ready_vm asks of a VM."""
 
-    domain: bool = True
+    has_domain: bool = True
     snapshot: bool = True
     running: bool = False
     recorded: dict | None = None
@@ -138,8 +139,9 @@ class FakeVM:
     def record_fingerprint(self) -> None:
         self.recorded = self.settings_fingerprint()
 
-    def domain_id(self) -> str | None:
-        return "uuid" if self.domain else None
+    @property
+    def domain(self) -> SimpleNamespace:
+        return SimpleNamespace(id="uuid" if self.has_domain else None)
 
     def has_snapshot(self) -> bool:
         return self.snapshot
@@ -159,11 +161,11 @@ class FakeVM:
 
     def destroy(self) -> None:
         self.calls.append("destroy")
-        self.domain = self.snapshot = self.running = False
+        self.has_domain = self.snapshot = self.running = False
 
     def up(self) -> None:
         self.calls.append("up")
-        self.domain = self.running = True
+        self.has_domain = self.running = True
 
     def wait_for_ssh(self) -> None:
         self.calls.append("ssh")
@@ -202,7 +204,7 @@ def test_a_vm_that_cannot_be_resumed_is_made_anew():
 
 
 def test_no_vm_yet_boots_one_and_takes_the_clean_snapshot():
-    vm = FakeVM(domain=False, snapshot=False)
+    vm = FakeVM(has_domain=False, snapshot=False)
     ready_vm(vm)  # type: ignore[arg-type]
     assert actions(vm) == ["up", "ssh", "network policy", "snapshot"]
 
@@ -215,3 +217,22 @@ def test_the_run_summary_counts_where_builds_ran():
     line = b.summary()
     assert line.startswith("module builds: 3 on the host, in the box's root filesystem")
     assert "2 reused from identical earlier builds" in line and "same kernel build" in line
+
+
+def test_the_build_cache_gives_back_what_it_stored_and_nothing_when_a_copy_is_gone(tmp_path):
+    from harness.build import BuildCache, BuildResult, Diagnostic
+
+    cache = BuildCache(tmp_path)
+    warning = Diagnostic("hello.c", 3, 5, "warning", "unused variable 'x'")
+    result = BuildResult(Path("hello"), "/tmp/hello", "6.1.0", 0, "log text", [warning],
+                         seconds=1.5, where=ON_HOST)
+    local = cache.store("k1", result, {"sub/my-mod.ko": b"ELF"})
+    assert local == {"my_mod": tmp_path / "k1" / "my-mod.ko"}
+    loaded = cache.load("k1")
+    assert loaded is not None
+    assert (loaded.exit_status, loaded.log, loaded.where) == (0, "log text", ON_HOST)
+    assert loaded.diagnostics == [warning]
+    assert loaded.ko_files == {"sub/my-mod.ko": tmp_path / "k1" / "my-mod.ko"}
+    assert cache.load("other") is None
+    (tmp_path / "k1" / "my-mod.ko").unlink()
+    assert cache.load("k1") is None

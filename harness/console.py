@@ -1,0 +1,103 @@
+"""The guest's serial console, as the file QEMU writes it: read from an offset, its size, and
+panic detection from it.
+
+A panicked kernel stops answering SSH without closing it; what it printed last is only on the
+serial console. QEMU writes that file on the libvirt host: this machine
+(:class:`LocalSerialConsole`) or a remote libvirt host read over SFTP
+(:class:`RemoteSerialConsole`). Both have the same interface, :class:`SerialConsole`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from harness.transport import DeathWatch, SSHTransport
+
+PANIC_MARKERS = ("Kernel panic - not syncing", "---[ end Kernel panic")
+
+
+class SerialConsole(Protocol):
+    location: str  # where QEMU writes it, for messages and the Vagrantfile
+
+    def size(self) -> int: ...
+
+    def read(self, offset: int = 0) -> str:
+        """The console from byte ``offset`` ("" when there is none yet)."""
+        ...
+
+
+@dataclass
+class LocalSerialConsole:
+    path: Path
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def read(self, offset: int = 0) -> str:
+        try:
+            with open(self.path, "rb") as log:
+                return _read_from(log, offset)
+        except FileNotFoundError:
+            return ""
+
+
+@dataclass
+class RemoteSerialConsole:
+    """The console file on a remote libvirt host, over the SSH connection ``host()`` gives."""
+
+    location: str
+    host: Callable[[], SSHTransport]
+
+    def size(self) -> int:
+        try:
+            return self.host().sftp().stat(self.location).st_size or 0
+        except FileNotFoundError:
+            return 0
+
+    def read(self, offset: int = 0) -> str:
+        try:
+            with self.host().sftp().open(self.location, "rb") as log:
+                return _read_from(log, offset)
+        except FileNotFoundError:
+            return ""
+
+
+def _read_from(log: IO[bytes], offset: int) -> str:
+    log.seek(offset)
+    return log.read().decode(errors="replace")
+
+
+def archive(console: SerialConsole, target: Path) -> Path | None:
+    """Copy what the console holds to ``target`` (nothing when it is empty)."""
+    text = console.read()
+    if not text:
+        return None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    return target
+
+
+@dataclass
+class SerialPanicWatch(DeathWatch):
+    """A panic stops the guest without closing SSH; its serial console is what shows it."""
+
+    console: SerialConsole
+
+    def mark(self) -> int:
+        return self.console.size()
+
+    def died_since(self, mark: int) -> str | None:
+        for line in self.console.read(mark).splitlines():
+            if PANIC_MARKERS[0] in line:
+                return "the serial console shows " + line.strip()[line.find("Kernel"):]
+        return None
