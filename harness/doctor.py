@@ -19,7 +19,7 @@ from harness.boxbuild import box_rootfs
 from harness.boxes import Box
 from harness.hostbuild import NO_ROOTFS, RootfsBuilder
 from harness.hostexec import HostCommandError, run
-from harness.vm import LIBVIRT_URI
+from harness.libvirt import LIBVIRT_URI
 
 APT_INSTALL = "apt-get install -y --no-install-recommends"
 POOL_PATH = "/var/lib/libvirt/images"

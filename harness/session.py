@@ -70,7 +70,7 @@ def ready_vm(vm: VM, reuse: bool = True) -> VM:
     leaves nothing behind. A VM made with other settings (box, recipe, driver, size) is replaced.
     """
     recorded = vm.recorded_fingerprint()
-    if vm.domain_id() and recorded is not None and recorded != vm.settings_fingerprint():
+    if vm.domain.id and recorded is not None and recorded != vm.settings_fingerprint():
         vm.say(f"the existing VM was made with other settings ({recorded}); replacing it")
         vm.destroy()
     if reuse and vm.has_snapshot():

@@ -161,7 +161,7 @@ class TestRun:
         return self.session.guest
 
     def start(self) -> None:
-        self.serial_offset = self.session.vm.serial_log_size()
+        self.serial_offset = self.session.vm.console.size()
         self.capture = self.guest.kernel_log.capture()
         self.taint_before = taint.read_taint(self.guest.transport)
 
@@ -238,6 +238,6 @@ class TestRun:
         self.capture.freeze()
         # The guest is hung or dead: its serial console is the only witness left.
         time.sleep(PANIC_SETTLE_S)
-        serial = self.session.vm.read_serial_log(self.serial_offset)
+        serial = self.session.vm.console.read(self.serial_offset)
         verdict.kernel_lines = serial.splitlines()
         return verdict.kernel_lines

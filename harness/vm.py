@@ -1,11 +1,13 @@
-"""VM lifecycle on python-vagrant: up, connect, snapshot, restore, halt, destroy.
+"""VM lifecycle on python-vagrant: up, connect, the clean snapshot, restore, halt, destroy.
 
 The VM is described by :class:`VMSettings` (box, libvirt driver, memory, cpus) and lives in a
 project's state folder (``.harness/``): the Vagrant folder, the serial console file the harness
-owns, and archived serial logs. The libvirt domain name is unique per checkout. Snapshots go
-through ``virsh`` directly (internal qcow2 snapshots with memory: seconds, not a reboot); a VM
-powered off with its clean snapshot kept resumes from it instead of booting. The libvirt host
-is this machine or a remote one reached over SSH (vagrant-libvirt's ``connect_via_ssh``).
+owns, and archived serial logs. The libvirt domain name is unique per checkout. What Vagrant
+has no verb for goes to the domain (:mod:`harness.libvirt`: internal qcow2 snapshots with
+memory, seconds instead of a reboot; network filters); the console is read through
+:mod:`harness.console`. A VM powered off with its clean snapshot kept resumes from it instead
+of booting. The libvirt host is this machine or a remote one reached over SSH
+(vagrant-libvirt's ``connect_via_ssh``).
 """
 
 from __future__ import annotations
@@ -19,9 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,15 +30,22 @@ import vagrant
 
 from harness.boxbuild import BUILDER_VERSION
 from harness.boxes import Box
+from harness.console import (
+    LocalSerialConsole,
+    RemoteSerialConsole,
+    SerialConsole,
+    SerialPanicWatch,
+    archive,
+)
 from harness.errors import CommandFailed, GuestUnreachable, VMError
-from harness.hostexec import HostCommandError, run
+from harness.hostexec import HostCommandError
+from harness.libvirt import LIBVIRT_URI, LibvirtDomain
 from harness.paths import state_dir
-from harness.transport import DeathWatch, SSHTarget, SSHTransport
+from harness.transport import SSHTarget, SSHTransport
 
 PACKAGED_VAGRANTFILE = Path(__file__).parent / "data" / "Vagrantfile"
 ISOLATION_FILTER_FILE = Path(__file__).parent / "data" / "guest-isolation.nwfilter.xml"
 ISOLATION_FILTER = "harness-guest-isolation"
-LIBVIRT_URI = "qemu:///system"
 CLEAN_SNAPSHOT = "harness-clean"
 
 
@@ -89,6 +96,13 @@ class VM:
         self.vagrant_log = self.state / "vagrant.log"
         self.vagrant_dir = self._vagrant_dir()
         self.log = self.log or sys.stderr
+        self.domain = LibvirtDomain(
+            self.settings.libvirt_uri,
+            self.vagrant_dir / ".vagrant" / "machines" / "default" / "libvirt" / "id")
+        self.console: SerialConsole = (
+            RemoteSerialConsole(f"/var/tmp/{domain_prefix(self.project_dir)}serial.log",
+                                self._libvirt_host)
+            if self.settings.libvirt_host else LocalSerialConsole(self.serial_log))
 
     # -- Vagrant plumbing -------------------------------------------------------------------------
     def _vagrant_dir(self) -> Path:
@@ -113,19 +127,12 @@ class VM:
             "HARNESS_MEMORY": str(s.memory),
             "HARNESS_CPUS": str(s.cpus),
             "HARNESS_BOOT_TIMEOUT": str(s.boot_timeout),
-            "HARNESS_SERIAL_LOG": self.serial_log_path,
+            "HARNESS_SERIAL_LOG": self.console.location,
             "HARNESS_DOMAIN_PREFIX": domain_prefix(self.project_dir),
             "HARNESS_LIBVIRT_HOST": s.libvirt_host or "",
             "HARNESS_LIBVIRT_USER": s.libvirt_user if s.libvirt_host else "",
             "HARNESS_LIBVIRT_SSH_KEY": s.libvirt_ssh_key or "",
         }
-
-    @property
-    def serial_log_path(self) -> str:
-        """Where QEMU writes the serial console: here, or on the remote libvirt host."""
-        if self.settings.libvirt_host:
-            return f"/var/tmp/{domain_prefix(self.project_dir)}serial.log"
-        return str(self.serial_log)
 
     def vagrant(self) -> vagrant.Vagrant:
         return vagrant.Vagrant(
@@ -157,14 +164,14 @@ class VM:
     def is_running(self) -> bool:
         """libvirt's word, not vagrant's: quicker, and right for a resumed guest whose DHCP lease
         vagrant cannot find."""
-        return self.domain_state() == "running"
+        return self.domain.state() == "running"
 
     def up(self) -> None:
         """Boot the VM (creating it on first use). Progress goes to the log stream."""
         started = time.monotonic()
         self.say(f"starting VM {self.settings.box.vagrant_box} (driver {self.settings.driver}, "
                  f"{self.settings.memory} MiB, {self.settings.cpus} CPUs); "
-                 f"console log {self.serial_log_path}")
+                 f"console log {self.console.location}")
         v = vagrant.Vagrant(root=str(self.vagrant_dir), env=self.env(),
                             err_cm=vagrant.make_file_cm(str(self.vagrant_log)))
         try:
@@ -207,10 +214,7 @@ class VM:
         """Stop the domain at once but keep it, its disk and its snapshots: the next run resumes
         from the clean snapshot (memory included) instead of booting."""
         self.close()
-        domain = self.domain_id()
-        if domain:
-            with contextlib.suppress(HostCommandError):
-                self._virsh("destroy", domain)
+        self.domain.stop_now()
 
     def halt(self) -> None:
         self.close()
@@ -219,9 +223,7 @@ class VM:
 
     def destroy(self) -> None:
         self.close()
-        domain = self.domain_id()
-        if domain:
-            self.delete_snapshots(domain)
+        self.domain.delete_snapshots()
         try:
             self.vagrant().destroy()
         except subprocess.CalledProcessError as err:
@@ -235,7 +237,7 @@ class VM:
         when there is one (a resumed guest keeps its snapshot's address, while vagrant's, read
         from DHCP leases, may be gone or stale), else what vagrant says."""
         saved = self._surroundings()["ssh"]
-        if saved is not None and self.domain_state() == "running":
+        if saved is not None and self.domain.state() == "running":
             return SSHTarget(**saved)
         return self._vagrant_ssh_target()
 
@@ -257,7 +259,8 @@ class VM:
 
     def transport(self) -> SSHTransport:
         if self._transport is None:
-            self._transport = SSHTransport(self.ssh_target(), death_watch=SerialPanicWatch(self))
+            self._transport = SSHTransport(self.ssh_target(),
+                                           death_watch=SerialPanicWatch(self.console))
         return self._transport
 
     def close(self) -> None:
@@ -277,49 +280,16 @@ class VM:
                 time.sleep(0.5)  # a reverted guest answers about 3 s after the revert
         raise VMError(f"the guest did not answer over SSH within {timeout:.0f} s: {last}")
 
-    # -- libvirt domain and snapshots -------------------------------------------------------------
-    def domain_id(self) -> str | None:
-        """The libvirt domain's UUID, as vagrant-libvirt recorded it."""
-        id_file = self.vagrant_dir / ".vagrant" / "machines" / "default" / "libvirt" / "id"
-        return id_file.read_text().strip() if id_file.is_file() else None
-
-    def _virsh(self, *args: str, timeout: float = 120.0) -> str:
-        return run(["virsh", "-c", self.settings.libvirt_uri, *args], timeout=timeout).stdout
-
-    def _require_domain(self) -> str:
-        domain = self.domain_id()
-        if not domain:
-            raise VMError("the VM has not been created yet (no libvirt domain); bring it up first")
-        return domain
-
-    def domain_state(self) -> str | None:
-        """libvirt's own view (vagrant-libvirt says "inaccessible" for a running guest whose
-        address it cannot find)."""
-        domain = self.domain_id()
-        if not domain:
-            return None
-        try:
-            return self._virsh("domstate", domain).strip()
-        except HostCommandError:
-            return None
-
+    # -- the clean snapshot -----------------------------------------------------------------------
     def has_snapshot(self, name: str = CLEAN_SNAPSHOT) -> bool:
-        domain = self.domain_id()
-        if not domain:
-            return False
-        try:
-            names = self._virsh("snapshot-list", domain, "--name").split()
-        except HostCommandError:
-            return False
-        return name in names
+        return name in self.domain.snapshots()
 
     def save_snapshot(self, name: str = CLEAN_SNAPSHOT) -> None:
-        domain = self._require_domain()
-        if self.has_snapshot(name):
-            self._virsh("snapshot-delete", domain, name)
-        self._virsh("snapshot-create-as", domain, name, "--description",
-                    "clean booted state, taken by harness")
-        self._remember_surroundings(domain)
+        self.domain.save_snapshot(name, "clean booted state, taken by harness")
+        target = self._transport.target if self._transport is not None else None
+        self._surroundings_file.write_text(json.dumps(
+            {"networks": self.domain.attached_networks(),
+             "ssh": dataclasses.asdict(target) if target else None}))
 
     # What a snapshot needs around it to be resumed: vagrant-libvirt removes its management
     # network when another project destroys the last running VM on it, and the guest's DHCP
@@ -329,38 +299,11 @@ class VM:
     def _surroundings_file(self) -> Path:
         return self.state / "snapshot-surroundings.json"
 
-    def _remember_surroundings(self, domain: str) -> None:
-        networks = {}
-        for line in self._virsh("domiflist", domain).splitlines()[2:]:
-            fields = line.split()
-            if len(fields) >= 3 and fields[1] == "network":
-                networks[fields[2]] = self._virsh("net-dumpxml", fields[2])
-        target = self._transport.target if self._transport is not None else None
-        self._surroundings_file.write_text(json.dumps(
-            {"networks": networks, "ssh": dataclasses.asdict(target) if target else None}))
-
     def _surroundings(self) -> dict:
         try:
             return json.loads(self._surroundings_file.read_text())
         except (FileNotFoundError, ValueError):
             return {"networks": {}, "ssh": None}
-
-    def _restore_networks(self) -> None:
-        """Define and start the networks the snapshot's guest was attached to, if gone."""
-        wanted = self._surroundings()["networks"]
-        if not wanted:
-            return
-        defined = set(self._virsh("net-list", "--all", "--name").split())
-        active = set(self._virsh("net-list", "--name").split())
-        for name, xml in wanted.items():
-            if name not in defined:
-                self.say(f"libvirt network {name!r} is gone; defining it again as it was")
-                with tempfile.NamedTemporaryFile("w", suffix=".xml") as definition:
-                    definition.write(xml)
-                    definition.flush()
-                    self._virsh("net-define", definition.name)
-            if name not in active:
-                self._virsh("net-start", name)
 
     def restore_snapshot(self, name: str = CLEAN_SNAPSHOT, archive_as: str | None = None) -> float:
         """Revert to the snapshot; the serial log so far is archived first (libvirt truncates it).
@@ -368,12 +311,12 @@ class VM:
         Returns the seconds it took.
         """
         started = time.monotonic()
-        domain = self._require_domain()
+        self.domain.require()
         self.close()
         self.archive_serial_log(archive_as)
         try:
-            self._restore_networks()
-            self._virsh("snapshot-revert", domain, name, "--running", "--force")
+            self.domain.ensure_networks(self._surroundings()["networks"], self.say)
+            self.domain.revert(name)
         except HostCommandError as err:
             raise VMError(f"reverting to snapshot {name!r} failed: {err}") from err
         self._retarget()
@@ -381,89 +324,28 @@ class VM:
         self.wait_for_ssh(timeout=90)
         return time.monotonic() - started
 
+    def reboot(self) -> float:
+        """Hard reset through libvirt, then wait for SSH: the fallback when a revert fails."""
+        started = time.monotonic()
+        self.close()
+        self.domain.reset()
+        self.wait_for_ssh(timeout=300)
+        return time.monotonic() - started
+
     # -- network policy ---------------------------------------------------------------------------
     def apply_network_policy(self) -> bool:
         """Put the isolation filter on the guest's network interfaces, or take it off, as
         ``settings.isolate_network`` says (a live change: the next revert may undo it, so each
         revert calls this again). Returns whether the guest is isolated now."""
-        domain = self._require_domain()
         wanted = ISOLATION_FILTER if self.settings.isolate_network else None
         if wanted:
-            self._define_isolation_filter()
-        for interface in ET.fromstring(self._virsh("dumpxml", domain)).iterfind(
-                "devices/interface"):
-            current = interface.find("filterref")
-            if (current.get("filter") if current is not None else None) == wanted:
-                continue
-            if current is not None:
-                interface.remove(current)
-            if wanted:
-                ET.SubElement(interface, "filterref", filter=wanted)
-            with tempfile.NamedTemporaryFile("w", suffix=".xml") as spec:
-                spec.write(ET.tostring(interface, encoding="unicode"))
-                spec.flush()
-                self._virsh("update-device", domain, spec.name, "--live")
-            device = interface.find("target")
-            name = device.get("dev") if device is not None else "its interface"
+            self.domain.define_filter(ISOLATION_FILTER_FILE, ISOLATION_FILTER)
+        for name in self.domain.set_interface_filter(wanted):
             self.say(f"guest network on {name}: "
                      + ("isolated (it answers SSH, nothing else)" if wanted else "open"))
         return wanted is not None
 
-    def _define_isolation_filter(self) -> None:
-        """Define (or update to this version) the packaged filter; an update must name the
-        UUID libvirt gave the filter first."""
-        wanted = ET.parse(ISOLATION_FILTER_FILE).getroot()
-        try:
-            existing = ET.fromstring(self._virsh("nwfilter-dumpxml", ISOLATION_FILTER))
-            ET.SubElement(wanted, "uuid").text = existing.findtext("uuid")
-        except HostCommandError:
-            pass  # not defined yet
-        with tempfile.NamedTemporaryFile("w", suffix=".xml") as spec:
-            spec.write(ET.tostring(wanted, encoding="unicode"))
-            spec.flush()
-            self._virsh("nwfilter-define", spec.name)
-
-    def delete_snapshots(self, domain: str) -> None:
-        with contextlib.suppress(HostCommandError):
-            for name in self._virsh("snapshot-list", domain, "--name").split():
-                self._virsh("snapshot-delete", domain, name)
-
-    def reboot(self) -> float:
-        """Hard reset through libvirt, then wait for SSH: the fallback when a revert fails."""
-        started = time.monotonic()
-        domain = self._require_domain()
-        self.close()
-        try:
-            self._virsh("reset", domain)
-        except HostCommandError:
-            self._virsh("destroy", domain)
-            self._virsh("start", domain)
-        self.wait_for_ssh(timeout=300)
-        return time.monotonic() - started
-
     # -- serial console -------------------------------------------------------------------------
-    def read_serial_log(self, offset: int = 0) -> str:
-        """The serial console from byte ``offset`` ("" when there is none yet)."""
-        try:
-            with self._open_serial_log() as log:
-                log.seek(offset)
-                return log.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def serial_log_size(self) -> int:
-        try:
-            if self.settings.libvirt_host:
-                return self._libvirt_host().sftp().stat(self.serial_log_path).st_size or 0
-            return self.serial_log.stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def _open_serial_log(self):
-        if self.settings.libvirt_host:
-            return self._libvirt_host().sftp().open(self.serial_log_path, "rb")
-        return open(self.serial_log, "rb")
-
     def _libvirt_host(self) -> SSHTransport:
         """SSH to the remote libvirt host (same user and key as libvirt's connection)."""
         if self._host_transport is None:
@@ -478,13 +360,7 @@ class VM:
 
     def archive_serial_log(self, name: str | None) -> Path | None:
         """Copy the serial log aside under ``.harness/serial/NAME.log`` (when it has content)."""
-        text = self.read_serial_log()
-        if not name or not text:
-            return None
-        archive = self.serial_archive_path(name)
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        archive.write_text(text)
-        return archive
+        return archive(self.console, self.serial_archive_path(name)) if name else None
 
 
 _TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -509,25 +385,6 @@ def ssh_target_from_config(text: str, default_user: str) -> SSHTarget:
     conf = config.lookup(names[0])
     return SSHTarget(conf["hostname"], int(conf.get("port", 22)), conf.get("user", default_user),
                      (conf.get("identityfile") or [""])[0], conf.get("proxycommand"))
-
-
-PANIC_MARKERS = ("Kernel panic - not syncing", "---[ end Kernel panic")
-
-
-@dataclass
-class SerialPanicWatch(DeathWatch):
-    """A panic stops the guest without closing SSH; its serial console is what shows it."""
-
-    vm: VM
-
-    def mark(self) -> int:
-        return self.vm.serial_log_size()
-
-    def died_since(self, mark: int) -> str | None:
-        for line in self.vm.read_serial_log(mark).splitlines():
-            if PANIC_MARKERS[0] in line:
-                return "the serial console shows " + line.strip()[line.find("Kernel"):]
-        return None
 
 
 def _safe_name(name: str) -> str:

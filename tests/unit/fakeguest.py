@@ -55,6 +55,20 @@ class ScriptedTransport(Transport):
 
 
 @dataclass
+class ScriptedConsole:
+    """The serial console of a ScriptedVM: whatever the test appended to ``vm.serial``."""
+
+    vm: ScriptedVM
+    location: str = "scripted"
+
+    def size(self) -> int:
+        return len(self.vm.serial.encode())
+
+    def read(self, offset: int = 0) -> str:
+        return self.vm.serial.encode()[offset:].decode()
+
+
+@dataclass
 class ScriptedVM:
     """The VM's part: the serial console and the three ways back to a clean kernel."""
 
@@ -64,11 +78,9 @@ class ScriptedVM:
     failing: set[str] = field(default_factory=set)  # "revert", "reboot", "new VM"
     steps: list[str] = field(default_factory=list)
 
-    def serial_log_size(self) -> int:
-        return len(self.serial.encode())
-
-    def read_serial_log(self, offset: int = 0) -> str:
-        return self.serial.encode()[offset:].decode()
+    @property
+    def console(self) -> ScriptedConsole:
+        return ScriptedConsole(self)
 
     def serial_archive_path(self, name: str) -> Path:
         return self.state / "serial" / f"{name}.log"

@@ -81,11 +81,11 @@ def test_a_saved_vm_resumes_after_its_network_was_removed(harness_session, guest
     assert networks, "the clean snapshot should have recorded its networks"
     vm.power_off()
     for name in networks:
-        xml = vm._virsh("net-dumpxml", name)
+        xml = vm.domain.virsh("net-dumpxml", name)
         if "connections=" in xml.splitlines()[0]:
             pytest.skip(f"another VM is attached to libvirt network {name}; not removing it")
-        vm._virsh("net-destroy", name)
-        vm._virsh("net-undefine", name)
+        vm.domain.virsh("net-destroy", name)
+        vm.domain.virsh("net-undefine", name)
     ready_vm(vm)
-    assert set(networks) <= set(vm._virsh("net-list", "--name").split())
+    assert set(networks) <= set(vm.domain.virsh("net-list", "--name").split())
     assert guest.run("cat /proc/sys/kernel/random/boot_id", timeout=30).check().stdout == boot_id
