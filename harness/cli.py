@@ -9,6 +9,7 @@ from pathlib import Path
 from harness.boxes import CatalogueError, load_catalogue
 from harness.build import BUILD_MODES
 from harness.errors import HarnessError
+from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
 
 
 def _catalogue(args: argparse.Namespace):
@@ -45,11 +46,7 @@ def _vm(args: argparse.Namespace, project_dir: Path | None = None):
     folder's catalogue)."""
     from harness.session import VMOptions, make_vm
 
-    options = VMOptions(box=args.box, driver=args.driver, memory=args.memory, cpus=args.cpus,
-                        boxes_file=Path(args.boxes) if args.boxes else None)
-    if args.libvirt_host:  # else VMOptions' default: $HARNESS_LIBVIRT_HOST
-        options.libvirt_host = args.libvirt_host
-    return make_vm(options, project_dir or Path.cwd(), catalogue_dir=Path.cwd())
+    return make_vm(VMOptions.from_args(args), project_dir or Path.cwd(), catalogue_dir=Path.cwd())
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -136,8 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The blog's loop for a person: sync, build, insmod, dmesg, rmmod, dmesg."""
     from harness.errors import BuildError, GuestUnreachable
     from harness.kmod import KernelCrashed, ModuleError, ModuleGroup, ModuleHung
-    from harness.session import make_guest, ready_vm
-    from harness.testrun import HarnessSession
+    from harness.session import HarnessSession, make_guest, ready_vm
 
     try:
         params = _parse_params(args.param)
@@ -209,12 +205,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_grade(args: argparse.Namespace) -> int:
     from harness.grade.runner import grade
     from harness.grade.spec import SpecError
+    from harness.session import VMOptions
 
-    vm_args = [f"--vm-driver={args.driver}", f"--vm-memory={args.memory}",
-               f"--vm-cpus={args.cpus}"] + ([f"--vm-box={args.box}"] if args.box else [])
-    vm_args.append(f"--vm-build={args.build}")
-    if args.libvirt_host:
-        vm_args.append(f"--vm-libvirt-host={args.libvirt_host}")
+    vm_args = [*VMOptions.from_args(args).pytest_args(), f"--vm-build={args.build}"]
     if args.keep_vm:
         vm_args.append("--vm-keep")
     try:
@@ -234,8 +227,10 @@ def _add_vm_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box", help="catalogue entry (default: the catalogue's default)")
     parser.add_argument("--driver", default="auto", choices=["auto", "kvm", "qemu"],
                         help="libvirt driver; auto probes KVM and falls back to qemu (TCG)")
-    parser.add_argument("--memory", type=int, default=2048, help="MiB (default 2048)")
-    parser.add_argument("--cpus", type=int, default=2, help="virtual CPUs (default 2)")
+    parser.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MIB,
+                        help=f"MiB (default {DEFAULT_MEMORY_MIB})")
+    parser.add_argument("--cpus", type=int, default=DEFAULT_CPUS,
+                        help=f"virtual CPUs (default {DEFAULT_CPUS})")
     parser.add_argument("--libvirt-host",
                         help="remote libvirt host reached over SSH (default $HARNESS_LIBVIRT_HOST;"
                         " see README, 'Beyond one machine')")

@@ -23,7 +23,9 @@ from harness.guest import Guest, HostPaths
 from harness.kmem import KmemLedger
 from harness.kmod import Module, ModuleGroup
 from harness.kmsg import Capture
-from harness.testrun import HarnessSession, TestRun
+from harness.session import HarnessSession
+from harness.testrun import TestRun
+from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
 
 RUN_KEY = pytest.StashKey[TestRun]()
 SESSION_ERROR_KEY = pytest.StashKey[str]()
@@ -38,8 +40,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--vm-box", default=None, help="box from boxes.yaml (default: its default)")
     group.addoption("--vm-driver", default="auto", choices=["auto", "kvm", "qemu"],
                     help="libvirt driver; auto probes KVM and falls back to qemu (TCG)")
-    group.addoption("--vm-memory", type=int, default=2048, help="guest memory in MiB")
-    group.addoption("--vm-cpus", type=int, default=2, help="guest virtual CPUs")
+    group.addoption("--vm-memory", type=int, default=DEFAULT_MEMORY_MIB,
+                    help=f"guest memory in MiB (default {DEFAULT_MEMORY_MIB})")
+    group.addoption("--vm-cpus", type=int, default=DEFAULT_CPUS,
+                    help=f"guest virtual CPUs (default {DEFAULT_CPUS})")
     group.addoption("--vm-reuse", action="store_true",
                     help="someone else's running VM: use it from its clean snapshot and leave "
                     "it running")
@@ -128,14 +132,7 @@ def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
     config = request.config
     if SESSION_ERROR_KEY in config.stash:
         _unavailable(config, config.stash[SESSION_ERROR_KEY])
-    options = VMOptions(box=config.getoption("--vm-box"), driver=config.getoption("--vm-driver"),
-                        memory=config.getoption("--vm-memory"),
-                        cpus=config.getoption("--vm-cpus"),
-                        isolate_network=config.getoption("--vm-isolate-network"))
-    # Given options win over the HARNESS_LIBVIRT_* environment VMOptions reads by default.
-    options.libvirt_host = config.getoption("--vm-libvirt-host") or options.libvirt_host
-    options.libvirt_user = config.getoption("--vm-libvirt-user") or options.libvirt_user
-    options.libvirt_ssh_key = config.getoption("--vm-libvirt-key") or options.libvirt_ssh_key
+    options = VMOptions.from_config(config)
     project = Path(config.getoption("--vm-project") or os.environ.get("HARNESS_VM_PROJECT")
                    or config.rootpath)
     worker = os.environ.get("PYTEST_XDIST_WORKER")

@@ -1,40 +1,91 @@
-"""From user options to a VM and its guest: catalogue lookup, driver choice, the clean snapshot,
-where modules are built.
+"""A run's VM, from user options to a clean kernel: catalogue lookup, driver choice, the clean
+snapshot, where modules are built, and :class:`HarnessSession`, which owns the VM for a whole
+run and gets a clean kernel back after a test broke it (snapshot revert, then a reboot, then a
+new VM, each bounded in time).
 
-The pytest plugin, the CLI and the grader all get their VM here, so they behave alike.
+The pytest plugin, the CLI and the grader all get their VM and session here, so they behave
+alike; each test of a session is a :class:`harness.testrun.TestRun`.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import accel
 from harness.boxbuild import box_rootfs
 from harness.boxes import load_catalogue
-from harness.errors import VMError
+from harness.errors import HarnessError, VMError
 from harness.guest import Guest
 from harness.hostbuild import RootfsBuilder
-from harness.vm import VM, VMSettings
+from harness.testrun import TestRun
+from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, VM, VMSettings
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
 
 
 @dataclass
 class VMOptions:
+    """What a user chose about the VM, from any front end; the defaults are the product's
+    (the CLI and pytest options show these same values)."""
+
     box: str | None = None  # catalogue name or Vagrant box name; None: the catalogue's default
     driver: str = "auto"  # auto | kvm | qemu
-    memory: int = 2048
-    cpus: int = 2
+    memory: int = DEFAULT_MEMORY_MIB
+    cpus: int = DEFAULT_CPUS
     boxes_file: Path | None = None
     # A remote libvirt host reached over SSH (default: $HARNESS_LIBVIRT_HOST, else this machine).
-    libvirt_host: str | None = field(default_factory=lambda: os.environ.get("HARNESS_LIBVIRT_HOST")
-                                     or None)
-    libvirt_user: str = field(default_factory=lambda: os.environ.get("HARNESS_LIBVIRT_USER")
-                              or "root")
-    libvirt_ssh_key: str | None = field(
-        default_factory=lambda: os.environ.get("HARNESS_LIBVIRT_SSH_KEY") or None)
+    libvirt_host: str | None = field(default_factory=lambda: _env("HARNESS_LIBVIRT_HOST"))
+    libvirt_user: str = field(default_factory=lambda: _env("HARNESS_LIBVIRT_USER") or "root")
+    libvirt_ssh_key: str | None = field(default_factory=lambda: _env("HARNESS_LIBVIRT_SSH_KEY"))
     isolate_network: bool = False  # grading: the guest reaches nothing (see VMSettings)
+
+    @classmethod
+    def from_config(cls, config) -> VMOptions:
+        """From pytest's ``--vm-*`` options; a given option wins over the environment."""
+        def given(name: str):
+            return config.getoption(name)
+
+        options = cls(box=given("--vm-box"), driver=given("--vm-driver"),
+                      memory=given("--vm-memory"), cpus=given("--vm-cpus"),
+                      isolate_network=given("--vm-isolate-network"))
+        options._override_libvirt(given("--vm-libvirt-host"), given("--vm-libvirt-user"),
+                                  given("--vm-libvirt-key"))
+        return options
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> VMOptions:
+        """From the CLI's ``--box/--driver/--memory/--cpus/--boxes/--libvirt-host``."""
+        options = cls(box=args.box, driver=args.driver, memory=args.memory, cpus=args.cpus,
+                      boxes_file=Path(args.boxes) if getattr(args, "boxes", None) else None)
+        options._override_libvirt(args.libvirt_host, None, None)
+        return options
+
+    def _override_libvirt(self, host: str | None, user: str | None, key: str | None) -> None:
+        self.libvirt_host = host or self.libvirt_host
+        self.libvirt_user = user or self.libvirt_user
+        self.libvirt_ssh_key = key or self.libvirt_ssh_key
+
+    def pytest_args(self) -> list[str]:
+        """The same choices as options of a pytest run (the grader starts one)."""
+        args = [f"--vm-driver={self.driver}", f"--vm-memory={self.memory}",
+                f"--vm-cpus={self.cpus}"]
+        if self.box:
+            args.append(f"--vm-box={self.box}")
+        if self.libvirt_host:
+            args += [f"--vm-libvirt-host={self.libvirt_host}",
+                     f"--vm-libvirt-user={self.libvirt_user}"]
+            if self.libvirt_ssh_key:
+                args.append(f"--vm-libvirt-key={self.libvirt_ssh_key}")
+        if self.isolate_network:
+            args.append("--vm-isolate-network")
+        return args
 
 
 def make_vm(options: VMOptions, project_dir: Path, log=None,
@@ -105,3 +156,59 @@ def make_guest(vm: VM, build_mode: str = "auto", cache_name: str = "build-cache"
     return Guest(vm.transport(), vm.state / cache_name,
                  headers_hint=f"install {box.headers_package} ({box.headers_install})",
                  build_mode=build_mode, host_builder=host)
+
+
+@dataclass
+class HarnessSession:
+    vm: VM
+    guest: Guest
+    ignore_titles: list[str] = field(default_factory=list)
+    restores: int = 0
+    clean: bool = True  # nothing ran since the kernel was last booted or restored
+    isolation_key: str | None = None
+
+    def isolate(self, key: str, archive_as: str) -> str | None:
+        """A clean kernel when ``key`` (e.g. a student) differs from the previous test's."""
+        previous, self.isolation_key = self.isolation_key, key
+        if previous is None or previous == key or self.clean:
+            return None
+        return self.restore_clean(archive_as=archive_as)
+
+    def restore_clean(self, archive_as: str) -> str:
+        """Get a clean kernel back; says what it did. Snapshot, then reboot, then a new VM."""
+        attempts = (
+            ("snapshot revert", lambda: self.vm.restore_snapshot(archive_as=archive_as)),
+            ("reboot", self._reboot),
+            ("new VM", self._recreate),
+        )
+        errors = []
+        for name, action in attempts:
+            try:
+                seconds = action()
+                self.restores += 1
+                self.clean = True
+                archived = self.vm.serial_archive_path(archive_as)
+                kept = f"; serial log kept in {archived}" if archived.exists() else ""
+                return f"restored a clean kernel by {name} in {seconds:.1f} s{kept}"
+            except HarnessError as err:
+                errors.append(f"{name}: {err}")
+        raise VMError("could not get a clean kernel back:\n" + "\n".join(errors))
+
+    def _reboot(self) -> float:
+        seconds = self.vm.reboot()
+        self.vm.save_snapshot()
+        return seconds
+
+    def _recreate(self) -> float:
+        started = time.monotonic()
+        self.vm.destroy()
+        self.vm.up()
+        self.vm.wait_for_ssh()
+        self.vm.save_snapshot()
+        return time.monotonic() - started
+
+    def new_test(self, name: str, expect_oops: list[str] | None = None) -> TestRun:
+        self.clean = False
+        run = TestRun(self, name, expect_oops)
+        run.start()
+        return run

@@ -1,11 +1,10 @@
 """One test's life in the guest: start a capture, track modules, judge the kernel afterwards.
 
-:class:`HarnessSession` owns the VM for a whole run and knows how to get a clean kernel back
-(snapshot revert, then a reboot, then a new VM, each bounded in time). :class:`TestRun` is one
-test: it takes the kernel-log cursor and the taint mask at the start; at the end it unloads
-what the test left loaded, reads the new kernel lines (or the serial console when the guest
-died), finds crash reports, symbolizes them, compares taint, and returns a :class:`Verdict`.
-The pytest plugin, the CLI and the grader are front ends over these two classes.
+:class:`TestRun` is one test of a :class:`harness.session.HarnessSession`: it takes the
+kernel-log cursor and the taint mask at the start; at the end it unloads what the test left
+loaded, reads the new kernel lines (or the serial console when the guest died), finds crash
+reports, symbolizes them, compares taint, and returns a :class:`Verdict`. The pytest plugin,
+the CLI and the grader are front ends over the session and this class.
 """
 
 from __future__ import annotations
@@ -14,21 +13,18 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import taint
-from harness.errors import (
-    CommandFailed,
-    GuestUnreachable,
-    HarnessError,
-    TimeLimitExceeded,
-    VMError,
-)
+from harness.errors import CommandFailed, GuestUnreachable, TimeLimitExceeded
 from harness.guest import Guest
 from harness.kmod import KernelCrashed, Module, ModuleError, ModuleGroup, ModuleHung
 from harness.kmsg import Capture
 from harness.oops.detect import Report, detect
 from harness.oops.symbolize import symbolize
-from harness.vm import VM
+
+if TYPE_CHECKING:
+    from harness.session import HarnessSession
 
 PANIC_SETTLE_S = 5.0
 
@@ -86,62 +82,6 @@ def _matches(pattern: str, report: Report) -> bool:
     if pattern.lower() in (report.kind.lower(), report.title.lower()):
         return True
     return bool(re.search(pattern, report.title))
-
-
-@dataclass
-class HarnessSession:
-    vm: VM
-    guest: Guest
-    ignore_titles: list[str] = field(default_factory=list)
-    restores: int = 0
-    clean: bool = True  # nothing ran since the kernel was last booted or restored
-    isolation_key: str | None = None
-
-    def isolate(self, key: str, archive_as: str) -> str | None:
-        """A clean kernel when ``key`` (e.g. a student) differs from the previous test's."""
-        previous, self.isolation_key = self.isolation_key, key
-        if previous is None or previous == key or self.clean:
-            return None
-        return self.restore_clean(archive_as=archive_as)
-
-    def restore_clean(self, archive_as: str) -> str:
-        """Get a clean kernel back; says what it did. Snapshot, then reboot, then a new VM."""
-        attempts = (
-            ("snapshot revert", lambda: self.vm.restore_snapshot(archive_as=archive_as)),
-            ("reboot", self._reboot),
-            ("new VM", self._recreate),
-        )
-        errors = []
-        for name, action in attempts:
-            try:
-                seconds = action()
-                self.restores += 1
-                self.clean = True
-                archived = self.vm.serial_archive_path(archive_as)
-                kept = f"; serial log kept in {archived}" if archived.exists() else ""
-                return f"restored a clean kernel by {name} in {seconds:.1f} s{kept}"
-            except HarnessError as err:
-                errors.append(f"{name}: {err}")
-        raise VMError("could not get a clean kernel back:\n" + "\n".join(errors))
-
-    def _reboot(self) -> float:
-        seconds = self.vm.reboot()
-        self.vm.save_snapshot()
-        return seconds
-
-    def _recreate(self) -> float:
-        started = time.monotonic()
-        self.vm.destroy()
-        self.vm.up()
-        self.vm.wait_for_ssh()
-        self.vm.save_snapshot()
-        return time.monotonic() - started
-
-    def new_test(self, name: str, expect_oops: list[str] | None = None) -> TestRun:
-        self.clean = False
-        run = TestRun(self, name, expect_oops)
-        run.start()
-        return run
 
 
 @dataclass

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from harness.errors import GuestUnreachable, VMError
 from harness.guest import Guest
 from harness.kmsg import READ_COMMAND
-from harness.testrun import HarnessSession
+from harness.session import HarnessSession
 from harness.transport import CommandResult, Transport
 
 LOGS = Path(__file__).parent / "logs"
