@@ -47,14 +47,16 @@ PACKAGED_VAGRANTFILE = Path(__file__).parent / "data" / "Vagrantfile"
 ISOLATION_FILTER_FILE = Path(__file__).parent / "data" / "guest-isolation.nwfilter.xml"
 ISOLATION_FILTER = "harness-guest-isolation"
 CLEAN_SNAPSHOT = "harness-clean"
+DEFAULT_MEMORY_MIB = 2048
+DEFAULT_CPUS = 2
 
 
 @dataclass
 class VMSettings:
     box: Box
     driver: str = "qemu"  # libvirt driver: kvm or qemu (TCG)
-    memory: int = 2048
-    cpus: int = 2
+    memory: int = DEFAULT_MEMORY_MIB
+    cpus: int = DEFAULT_CPUS
     boot_timeout: int = 600
     # A remote libvirt host (vagrant-libvirt's host/connect_via_ssh); None: this machine.
     libvirt_host: str | None = None
