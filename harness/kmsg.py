@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from harness.errors import KernelFailure
+from harness.oops.logtext import unescape
 from harness.transport import Transport
 
 LEVEL_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 # Every record readable now. A read past the last record fails with EAGAIN, which ends dd.
 READ_COMMAND = "dd if=/dev/kmsg iflag=nonblock bs=65536 status=none 2>/dev/null; true"
-_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,6 @@ class KmsgRecord:
     def console_line(self) -> str:
         """The record as dmesg prints it: ``[   12.345678] text``."""
         return f"[{self.usec // 1_000_000:5d}.{self.usec % 1_000_000:06d}] {self.text}"
-
-
-def unescape(text: str) -> str:
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
 
 
 def parse_kmsg(data: str) -> list[KmsgRecord]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from harness.kmsg import unescape
-
+# /dev/kmsg escapes non-printable bytes (and backslash) as \xNN.
+_KMSG_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _KMSG_RECORD = re.compile(r"^(\d+),(\d+),(\d+),[^;]*;(.*)$")
 _PREFIX = re.compile(
     r"^(?:<\d+>)?"  # syslog level
@@ -22,6 +22,11 @@ _PREFIX = re.compile(
 # A timestamp after other text: a serial console interleaves a login prompt or user output.
 _LATE_TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*\d+\.\d{6}\](?:\[\s*[TC]\d+\])?\s?")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def unescape(text: str) -> str:
+    """A /dev/kmsg record's text with its ``\\xNN`` escapes decoded."""
+    return _KMSG_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
 
 
 @dataclass(frozen=True)
