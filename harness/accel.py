@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.paths import cache_dir
+from harness.paths import accel_probe_file, cached_box_rootfs_dirs
 
 PROBE_TIMEOUT_S = 30.0
 QEMU = "qemu-system-x86_64"
@@ -115,7 +115,10 @@ def find_probe_kernel() -> Path | None:
     """A Linux kernel to boot: $HARNESS_PROBE_KERNEL, a built box's, or the host's own."""
     if os.environ.get("HARNESS_PROBE_KERNEL"):
         return Path(os.environ["HARNESS_PROBE_KERNEL"])
-    candidates = sorted((cache_dir() / "boxes").glob("*/*/rootfs/boot/vmlinuz-*"))
+    # Distribution kernels first: one the harness compiled (a sanitizer kernel) boots slowly.
+    candidates = sorted((kernel for rootfs in cached_box_rootfs_dirs()
+                         for kernel in (rootfs / "boot").glob("vmlinuz-*")),
+                        key=lambda kernel: ("-harness" in kernel.name, str(kernel)))
     candidates += sorted(Path("/boot").glob("vmlinuz-*"))
     readable = [path for path in candidates if os.access(path, os.R_OK)]
     return readable[0] if readable else None
@@ -130,7 +133,7 @@ def _boot_id() -> str:
 
 def probe(use_cache: bool = True) -> ProbeResult:
     """KVM if a guest really runs under it, else TCG. Cached until the host reboots."""
-    cache = cache_dir() / "accel-probe.json"
+    cache = accel_probe_file()
     kernel = find_probe_kernel()
     key = f"{_boot_id()} {kernel}"
     if use_cache and cache.is_file():

@@ -12,6 +12,27 @@ def cache_dir() -> Path:
     return Path(base) / "harness"
 
 
+# The cache's layout, in one place:
+#   boxes/NAME/DIGEST/       a box built from its recipe (rootfs/, added.json)  -- boxbuild
+#   kernels/DIGEST/          a kernel compiled for a box (.debs, vmlinux)       -- kernelbuild
+#   accel-probe.json         whether KVM works on this boot of the host         -- accel
+def box_cache_dir(box_name: str, digest: str) -> Path:
+    return cache_dir() / "boxes" / box_name.replace("/", "_") / digest
+
+
+def cached_box_rootfs_dirs() -> list[Path]:
+    """The root filesystems of every box built on this machine."""
+    return sorted((cache_dir() / "boxes").glob("*/*/rootfs"))
+
+
+def kernel_cache_dir(digest: str) -> Path:
+    return cache_dir() / "kernels" / digest
+
+
+def accel_probe_file() -> Path:
+    return cache_dir() / "accel-probe.json"
+
+
 def state_dir(project_dir: Path) -> Path:
     """``PROJECT/.harness``: the VM's Vagrant folder, serial logs, per-test artefacts."""
     return project_dir / ".harness"
