@@ -3,9 +3,12 @@
 Stages, each cached under ``~/.cache/harness/boxes/NAME/DIGEST/`` where DIGEST hashes the
 recipe (so an unchanged recipe is a no-op, a changed one a rebuild):
 
-1. ``rootfs/``: mmdebstrap of the recipe's packages, then configured for Vagrant (the
-   ``vagrant`` user with Vagrant's insecure key, sudo, DHCP on eth0, serial console). It is kept:
-   its headers and compiler are exactly the guest's.
+0. when the recipe has a ``kernel:``, that kernel compiled on the host
+   (:mod:`harness.kernelbuild`, cached under ``~/.cache/harness/kernels/``);
+1. ``rootfs/``: mmdebstrap of the recipe's packages (and that kernel's image and headers
+   packages), then configured for Vagrant (the ``vagrant`` user with Vagrant's insecure key,
+   sudo, DHCP on eth0, serial console). It is kept: its headers and compiler are exactly the
+   guest's.
 2. ``box.img``: a bootable qcow2 (one partition, extlinux, kernel command line on ttyS0).
 3. the box added to Vagrant under the entry's ``vagrant_box`` name, with a stamp file.
 """
@@ -24,7 +27,8 @@ from pathlib import Path
 from harness.boxes import Box, CatalogueError
 from harness.errors import HostError
 from harness.hostexec import HostCommandError, Stopwatch, run, run_streaming
-from harness.paths import cache_dir
+from harness.kernelbuild import BuiltKernel, KernelBuild
+from harness.paths import box_cache_dir
 
 BUILDER_VERSION = "4"  # 4: root login with the Vagrant key (the harness's root commands)
 ROOTFS_COMPLETE = ".harness-complete"  # written last into a finished root filesystem
@@ -149,7 +153,7 @@ class BoxBuild:
             )
         self.recipe = self.box.recipe
         self.digest = self.recipe.digest(BUILDER_VERSION)
-        self.dir = cache_dir() / "boxes" / self.box.name.replace("/", "_") / self.digest
+        self.dir = box_cache_dir(self.box.name, self.digest)
         self.rootfs = self.dir / "rootfs"
         self.image = self.dir / "box.img"
         self.stamp = self.dir / "added.json"
@@ -174,12 +178,15 @@ class BoxBuild:
             )
             return False
         self._preflight()
+        kernel = None
+        if self.recipe.kernel is not None:
+            kernel = KernelBuild(self.recipe.kernel, stopwatch=self.clock).build()
         self.dir.mkdir(parents=True, exist_ok=True)
         if force or not (self.rootfs / ROOTFS_COMPLETE).is_file():
-            self._make_rootfs()
+            self._make_rootfs(kernel)
         else:
             self.clock.step(f"root filesystem cached in {self.rootfs}")
-        self._make_image()
+        self._make_image(kernel.release if kernel else None)
         self._add_to_vagrant()
         self.clock.step(f"box {self.box.vagrant_box} ready (recipe {self.digest})")
         return True
@@ -200,10 +207,18 @@ class BoxBuild:
                 + "; install them with apt-get install (or run the README's setup command)"
             )
 
-    def _make_rootfs(self) -> None:
+    def _make_rootfs(self, kernel: BuiltKernel | None) -> None:
         if self.rootfs.exists():
             shutil.rmtree(self.rootfs)
         lines = mirror_lines(self.recipe.suite, self.mirror)
+        hooks: list[str] = []
+        if kernel is not None:
+            # Installed by dpkg inside the new root, so its initramfs hook makes the initrd.
+            names = " ".join(p.name for p in kernel.packages)
+            hooks = [
+                "--customize-hook=copy-in " + " ".join(str(p) for p in kernel.packages) + " /tmp",
+                f'--customize-hook=chroot "$1" sh -c "cd /tmp && dpkg -i {names} && rm {names}"',
+            ]
         self.clock.step(
             f"mmdebstrap {self.recipe.suite} with {len(self.recipe.packages)} packages "
             "from the host's apt sources" if not self.mirror else f"from {self.mirror}"
@@ -211,7 +226,7 @@ class BoxBuild:
         )
         run_streaming(
             ["mmdebstrap", "--variant=minbase",
-             "--include=" + ",".join(self.recipe.packages),
+             "--include=" + ",".join(self.recipe.packages), *hooks,
              self.recipe.suite, str(self.rootfs), *lines],
         )
         self.clock.step("configuring the guest for Vagrant")
@@ -264,8 +279,8 @@ class BoxBuild:
             run(["chroot", str(root), "systemctl", "disable", unit], check=False)
         write("etc/machine-id", "")
 
-    def _kernel_files(self) -> tuple[str, str]:
-        kernels = sorted((self.rootfs / "boot").glob("vmlinuz-*"))
+    def _kernel_files(self, release: str | None = None) -> tuple[str, str]:
+        kernels = sorted((self.rootfs / "boot").glob(f"vmlinuz-{release or '*'}"))
         if not kernels:
             raise BoxBuildError(f"no kernel in {self.rootfs}/boot: is a linux-image in the recipe?")
         version = kernels[-1].name.removeprefix("vmlinuz-")
@@ -274,8 +289,12 @@ class BoxBuild:
             raise BoxBuildError(f"no initrd for {version} in the image (initramfs-tools missing?)")
         return f"/boot/vmlinuz-{version}", f"/boot/initrd.img-{version}"
 
-    def _make_image(self) -> None:
-        kernel, initrd = self._kernel_files()
+    def _cmdline(self) -> str:
+        extra = self.recipe.kernel.cmdline if self.recipe.kernel else ""
+        return f"{KERNEL_CMDLINE} {extra}".strip()
+
+    def _make_image(self, release: str | None) -> None:
+        kernel, initrd = self._kernel_files(release)
         size = self.recipe.disk_size_gb * 1024**3
         with tempfile.TemporaryDirectory(dir=self.dir, prefix="image.") as tmp:
             raw = Path(tmp) / "disk.raw"
@@ -299,7 +318,7 @@ class BoxBuild:
                     (extlinux_dir / "extlinux.conf").write_text(
                         "SERIAL 0 115200\nDEFAULT linux\nPROMPT 0\nTIMEOUT 1\n"
                         f"LABEL linux\n  KERNEL {kernel}\n  INITRD {initrd}\n"
-                        f"  APPEND {KERNEL_CMDLINE}\n"
+                        f"  APPEND {self._cmdline()}\n"
                     )
                     run(["extlinux", "--install", str(extlinux_dir)])
                 finally:
@@ -357,6 +376,15 @@ def remove_pool_volumes(vagrant_box: str, pool: str = "default") -> list[str]:
                 check=False)
             removed.append(words[0])
     return removed
+
+
+def box_vmlinux(box: Box) -> Path | None:
+    """The vmlinux with debug info of a box whose kernel the harness compiled (None otherwise,
+    or before it is built): it symbolizes core-kernel frames."""
+    if box.recipe is None or box.recipe.kernel is None:
+        return None
+    built = KernelBuild(box.recipe.kernel).cached()
+    return built.vmlinux if built else None
 
 
 def box_rootfs(box: Box) -> Path | None:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigurationError
+from harness.kernelbuild import KernelRecipe
 from harness.schema import Schema, check_keys
 
 PACKAGED_CATALOGUE = Path(__file__).parent / "data" / "boxes.yaml"
@@ -33,19 +34,20 @@ class Recipe:
     packages: tuple[str, ...]
     hostname: str = "harness"
     disk_size_gb: int = 8
+    kernel: KernelRecipe | None = None  # a kernel compiled for this box instead of Debian's
 
     def digest(self, builder_version: str) -> str:
         """A short hash that changes whenever the image would come out different."""
-        text = json.dumps(
-            {
-                "suite": self.suite,
-                "packages": sorted(self.packages),
-                "hostname": self.hostname,
-                "disk_size_gb": self.disk_size_gb,
-                "builder": builder_version,
-            },
-            sort_keys=True,
-        )
+        fields: dict[str, Any] = {
+            "suite": self.suite,
+            "packages": sorted(self.packages),
+            "hostname": self.hostname,
+            "disk_size_gb": self.disk_size_gb,
+            "builder": builder_version,
+        }
+        if self.kernel is not None:
+            fields["kernel"] = [self.kernel.digest(), self.kernel.cmdline]
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -102,6 +104,13 @@ _RECIPE_KEYS: Schema = {
     "packages": (list, True),
     "hostname": (str, False),
     "disk_size_gb": (int, False),
+    "kernel": (dict, False),
+}
+_KERNEL_KEYS: Schema = {
+    "source_package": (str, True),
+    "config": (str, True),
+    "version": (str, False),
+    "cmdline": (str, False),
 }
 _CHOICES = {"source": ("local", "cloud"), "package_manager": ("apt", "dnf")}
 
@@ -123,6 +132,8 @@ def parse_catalogue(data: Any, path: Path) -> Catalogue:
             if not all(isinstance(p, str) for p in raw["packages"]):
                 raise CatalogueError(f"{where}: recipe: key 'packages' must be a list of strings")
             raw["packages"] = tuple(raw["packages"])
+            if "kernel" in raw:
+                raw["kernel"] = parse_kernel(f"{where}: recipe: kernel", raw["kernel"], path)
             recipe = Recipe(**raw)
         if entry["source"] == "local" and recipe is None:
             raise CatalogueError(f"{where}: a local box needs a 'recipe'")
@@ -131,6 +142,21 @@ def parse_catalogue(data: Any, path: Path) -> Catalogue:
     if data["default"] not in boxes:
         raise CatalogueError(f"{path}: default box {data['default']!r} is not in 'boxes'")
     return Catalogue(path=path, default=data["default"], boxes=boxes)
+
+
+def parse_kernel(where: str, data: Any, catalogue: Path) -> KernelRecipe:
+    """A recipe's `kernel:`; its `config` is a path relative to the catalogue's folder, or to
+    the folder of the catalogue shipped with harness (whose fragments are in data/kernels)."""
+    _check_keys(where, data, _KERNEL_KEYS)
+    candidates = [catalogue.parent / data["config"], PACKAGED_CATALOGUE.parent / data["config"]]
+    config = next((c for c in candidates if c.is_file()), None)
+    if config is None:
+        raise CatalogueError(
+            f"{where}: config {data['config']!r} is neither a file next to the catalogue nor a "
+            f"fragment shipped with harness (in {PACKAGED_CATALOGUE.parent})"
+        )
+    return KernelRecipe(source_package=data["source_package"], config=config.resolve(),
+                        version=data.get("version"), cmdline=data.get("cmdline", ""))
 
 
 def find_catalogue(project_dir: Path | None = None) -> Path:
