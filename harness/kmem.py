@@ -20,7 +20,7 @@ from typing import Protocol
 
 from harness.errors import HarnessError, KernelFailure
 from harness.oops.detect import Frame
-from harness.oops.symbolize import function_at, locate
+from harness.oops.symbolize import SourceLocation, function_at, locate
 from harness.transport import Transport
 
 INSTANCE = "/sys/kernel/tracing/instances/harness-kmem"
@@ -108,6 +108,18 @@ class ModuleSpan:
         base, section = max(below)
         return function_at(self.ko, section, address - base)
 
+    def place(self, call_site: str) -> SourceLocation | None:
+        """The source line of one of its call sites: the module's own line, not the inlined
+        kmalloc() of slab.h (None without the host copy of the .ko)."""
+        found = self.frame(call_site)
+        if found is None or self.ko is None or not self.ko.is_file():
+            return None
+        frame = Frame(found[0], found[1], 0, self.name, 0)
+        roots = [self.source_dir] if self.source_dir else []
+        places = locate(self.ko, frame, return_address=True, source_roots=roots)
+        own = [p for p in places if p.source is not None]
+        return (own or places or [None])[0]
+
     def where(self, call_site: str) -> str:
         """``llist_init+0x5a at llist.c:38: <the line>``, or the call site as it is."""
         found = self.frame(call_site)
@@ -115,15 +127,9 @@ class ModuleSpan:
             return call_site
         function, offset = found
         text = f"{function}+{offset:#x}"
-        if self.ko is not None and self.ko.is_file():
-            frame = Frame(function, offset, 0, self.name, 0)
-            roots = [self.source_dir] if self.source_dir else []
-            places = locate(self.ko, frame, return_address=True, source_roots=roots)
-            # The line in the module's own source, not the inlined kmalloc() of slab.h.
-            own = [p for p in places if p.source is not None]
-            if places:
-                place = (own or places)[0]
-                text += f" at {place}" + (f": {place.source.strip()}" if place.source else "")
+        place = self.place(call_site)
+        if place is not None:
+            text += f" at {place}" + (f": {place.source.strip()}" if place.source else "")
         return text
 
 

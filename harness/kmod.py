@@ -223,6 +223,8 @@ class Module:
         result = self._ensure_built()
         self._require_name(result)
         self._load_dependencies(result)
+        if self.guest.leak_check is not None:
+            self.guest.leak_check.prepare()
         capture = self.guest.kernel_log.capture()
         command = "insmod " + shlex.quote(self.ko_path) + "".join(
             " " + shlex.quote(a) for a in args)
@@ -235,11 +237,12 @@ class Module:
             raise hang from err
         self._judge(result, "init", capture)
         self.loaded_order = next(_LOAD_COUNTER)
-        if self.guest.ledger is not None:  # its call sites, recognisable after the unload
+        watchers = [w for w in (self.guest.ledger, self.guest.leak_check) if w is not None]
+        if watchers:  # its call sites, recognisable after the unload
             local = self.build_result.local_ko.get(self.name) if self.build_result else None
             span = read_span(self.transport, self.name, local, self.source_dir)
-            if span is not None:
-                self.guest.ledger.remember(span)
+            for watcher in watchers if span is not None else ():
+                watcher.remember(span)
         return result
 
     def unload(self, timeout: float = UNLOAD_TIMEOUT_S) -> CommandResult:

@@ -23,6 +23,7 @@ from harness.guest import Guest, HostPaths
 from harness.kmem import KmemLedger
 from harness.kmod import Module, ModuleGroup
 from harness.kmsg import Capture
+from harness.leaks import LEAK_CHECK_MODES
 from harness.session import HarnessSession
 from harness.testrun import TestRun
 from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
@@ -70,8 +71,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--vm-isolate-network", action="store_true",
                     help="the guest answers the harness's SSH and reaches nothing else: no "
                     "host service, no other guest, no route out (on for harness grade)")
+    group.addoption("--vm-leak-check", default=None, choices=list(LEAK_CHECK_MODES),
+                    help="after each test, fail it for memory its modules allocated and never "
+                    "freed: auto (kmemleak when the kernel has it, as the debug box does, else "
+                    "the kmem tracepoint ledger), kmemleak, ledger, or off (default: the ini's "
+                    "harness_leak_check, else auto)")
     group.addoption("--vm-skip-unavailable", action="store_true",
                     help="skip vm tests when no VM can be had (default: fail them)")
+    parser.addini("harness_leak_check", default="auto",
+                  help="the per-test leak check: auto, kmemleak, ledger or off")
     parser.addini("harness_ignore_oops", type="linelist", default=[],
                   help="regexes of crash titles that are known noise and never fail a test")
 
@@ -153,11 +161,20 @@ def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
         config.stash[SESSION_ERROR_KEY] = f"no VM could be had: {err}"
         _unavailable(config, config.stash[SESSION_ERROR_KEY])
     guest = make_guest(vm, build_mode=config.getoption("--vm-build"))
-    session = HarnessSession(vm, guest, ignore_titles=config.getini("harness_ignore_oops"))
+    session = HarnessSession(vm, guest, ignore_titles=config.getini("harness_ignore_oops"),
+                             leak_check_mode=_leak_check_mode(config))
     config.stash[SESSION_KEY] = session
     yield session
     vm.close()
     END_ACTIONS[_end_action(config)](vm)
+
+
+def _leak_check_mode(config: pytest.Config) -> str:
+    mode = config.getoption("--vm-leak-check") or config.getini("harness_leak_check")
+    if mode not in LEAK_CHECK_MODES:
+        raise pytest.UsageError(f"harness_leak_check = {mode!r}: use one of "
+                                + ", ".join(LEAK_CHECK_MODES))
+    return mode
 
 
 def _end_action(config: pytest.Config) -> str:

@@ -22,6 +22,7 @@ from harness.boxes import load_catalogue
 from harness.errors import HarnessError, VMError
 from harness.guest import Guest
 from harness.hostbuild import RootfsBuilder
+from harness.leaks import LeakCheck, choose, has_kmemleak
 from harness.testrun import TestRun
 from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, VM, VMSettings
 
@@ -166,6 +167,17 @@ class HarnessSession:
     restores: int = 0
     clean: bool = True  # nothing ran since the kernel was last booted or restored
     isolation_key: str | None = None
+    leak_check_mode: str = "off"  # harness.leaks.LEAK_CHECK_MODES
+    _kernel_has_kmemleak: bool | None = None
+
+    def leak_check(self) -> LeakCheck | None:
+        """A fresh leak check for the next test, as ``leak_check_mode`` says."""
+        if self.leak_check_mode == "off":
+            return None
+        if self._kernel_has_kmemleak is None:  # the box's kernel: asked once
+            self._kernel_has_kmemleak = has_kmemleak(self.guest.transport)
+        return choose(self.guest.transport, self.leak_check_mode, self._kernel_has_kmemleak,
+                      shared=lambda: self.guest.ledger)
 
     def isolate(self, key: str, archive_as: str) -> str | None:
         """A clean kernel when ``key`` (e.g. a student) differs from the previous test's."""

@@ -9,6 +9,7 @@ the CLI and the grader are front ends over the session and this class.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -16,10 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import taint
-from harness.errors import CommandFailed, GuestUnreachable, TimeLimitExceeded
+from harness.errors import CommandFailed, GuestUnreachable, HarnessError, TimeLimitExceeded
 from harness.guest import Guest
+from harness.kmem import LedgerError
 from harness.kmod import KernelCrashed, Module, ModuleError, ModuleGroup, ModuleHung
 from harness.kmsg import Capture
+from harness.leaks import LeakCheck
 from harness.oops.detect import Report, detect
 from harness.oops.symbolize import symbolize
 
@@ -95,6 +98,7 @@ class TestRun:
     serial_offset: int = 0
     verdict: Verdict | None = None
     notes: list[str] = field(default_factory=list)
+    leak_check: LeakCheck | None = None
 
     @property
     def guest(self) -> Guest:
@@ -104,6 +108,7 @@ class TestRun:
         self.serial_offset = self.session.vm.console.size()
         self.capture = self.guest.kernel_log.capture()
         self.taint_before = taint.read_taint(self.guest.transport)
+        self.leak_check = self.guest.leak_check = self.session.leak_check()
 
     def module(self, source_dir: str | Path, **options: object) -> Module:
         module = Module(self.guest, Path(source_dir), on_sibling=self.modules.append,
@@ -133,6 +138,9 @@ class TestRun:
                   for m in self.modules
                   if m.name and m.build_result and m.name in m.build_result.local_ko}
         verdict.reports = [symbolize(r, ko_map) for r in reports]
+        if alive and verdict.guest_died is None and not crashed and not verdict.reports:
+            verdict.reports += self._leaks(verdict)
+        self._end_leak_check(alive and verdict.guest_died is None)
         if alive and verdict.guest_died is None:
             try:
                 after = taint.read_taint(self.guest.transport)
@@ -143,6 +151,26 @@ class TestRun:
                 verdict.cleanup_errors.append(f"could not read the kernel's taint: {err}")
         self.verdict = verdict
         return verdict
+
+    def _leaks(self, verdict: Verdict) -> list[Report]:
+        """What the test's modules leaked (after a crash the question has no answer)."""
+        check = self.leak_check
+        if check is None:
+            return []
+        try:
+            return check.findings()
+        except (LedgerError, CommandFailed) as err:
+            verdict.cleanup_errors.append(f"the leak check ({check.method}) could not answer: "
+                                          f"{err}")
+        except GuestUnreachable as err:
+            verdict.guest_died = str(err)
+        return []
+
+    def _end_leak_check(self, guest_alive: bool) -> None:
+        check, self.leak_check, self.guest.leak_check = self.leak_check, None, None
+        if check is not None and guest_alive:  # a restored kernel has none of its state
+            with contextlib.suppress(HarnessError):
+                check.close()
 
     def _unload_leftovers(self, verdict: Verdict) -> bool:
         """Unload what the test left loaded (this too can crash). False: the guest is gone."""

@@ -64,6 +64,8 @@ class Report:
     location: str | None = None  # file:line of the module frame, once symbolized
     source_line: str | None = None
     symbolized: list[str] = field(default_factory=list)  # module frames with file:line
+    # KASAN's object history, module frames only: "allocated by f at x.c:40: <line>"
+    history: list[str] = field(default_factory=list)
 
     @property
     def module_function(self) -> str | None:
@@ -87,6 +89,8 @@ class Report:
                                                    if self.source_line else ""))
         for extra in self.symbolized[1:]:
             out.append(f"  called from {extra}")
+        for event in self.history:
+            out.append(f"  {event}")
         # Unreliable "? func" frames are noise for a reader; they stay in self.lines.
         body = [line for line in self.lines if not line.lstrip().startswith("? ")][:max_lines]
         out.append(f"  --- report (log lines {self.start_line}-{self.end_line}) ---")

@@ -9,11 +9,18 @@ symbolized even when it killed the guest: ``objdump -t`` gives the function's se
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.oops.detect import Frame, Report
+from harness.oops.patterns import FRAME
+
+# KASAN's history of the object: who allocated it, who freed it (and queued work on it).
+_HISTORY_HEADER = re.compile(r"^(?P<event>Allocated|Freed|Last potentially related work "
+                             r"creation|Second to last potentially related work creation)"
+                             r"(?: by task \d+)?:\s*$")
 
 
 @dataclass(frozen=True)
@@ -124,4 +131,36 @@ def symbolize(report: Report, modules: dict[str, tuple[Path, Path]]) -> Report:
         if frame is report.module_frame and report.location is None:
             report.location = str(inner)
             report.source_line = inner.source
+    report.history = object_history(report, modules)
     return report
+
+
+def object_history(report: Report, modules: dict[str, tuple[Path, Path]]) -> list[str]:
+    """For each history section of a KASAN report (Allocated by / Freed by task N), its first
+    frame in one of ``modules``: ``freed by llist_exit at llist.c:55: kfree(item);``."""
+    history, event, done = [], None, False
+    for line in report.lines:
+        header = _HISTORY_HEADER.match(line.strip())
+        if header:
+            event, done = header["event"].lower(), False
+            continue
+        if event is None or done:
+            continue
+        if not line.strip():
+            event = None
+            continue
+        match = FRAME.match(line)
+        if not match or not match["module"] or match["module"] not in modules:
+            continue
+        ko, source_dir = modules[match["module"]]
+        frame = Frame(match["func"], int(line.split("+0x")[1].split("/")[0], 16), 0,
+                      match["module"], 0)
+        found = locate(ko, frame, return_address=True, source_roots=[source_dir])
+        text = f"{event} by {frame.function}"
+        if found:
+            own = [p for p in found if p.source is not None]
+            place = (own or found)[0]
+            text += f" at {place}" + (f": {place.source.strip()}" if place.source else "")
+        history.append(text)
+        done = True
+    return history

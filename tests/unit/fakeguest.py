@@ -26,6 +26,7 @@ class ScriptedTransport(Transport):
     taint_fails: bool = False
     dead: bool = False
     commands: list[str] = field(default_factory=list)
+    kmemleak: str | None = None  # /sys/kernel/debug/kmemleak after a scan; None: no kmemleak
 
     def log(self, *lines: str) -> None:
         self.kmsg.extend(lines)
@@ -39,6 +40,10 @@ class ScriptedTransport(Transport):
             records = "".join(f"6,{seq},{seq * 1000},-;{line.split('] ', 1)[-1]}\n"
                               for seq, line in enumerate(self.kmsg, start=1))
             return CommandResult(text, 0, records, "")
+        if "kmemleak" in text:
+            if self.kmemleak is None:
+                return CommandResult(text, 1, "", "")
+            return CommandResult(text, 0, self.kmemleak if "cat " in text else "", "")
         if "tainted" in text:
             if self.taint_fails:
                 return CommandResult(text, 1, "", "cat: /proc/sys/kernel/tainted: I/O error")
