@@ -31,6 +31,7 @@ from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
 RUN_KEY = pytest.StashKey[TestRun]()
 SESSION_ERROR_KEY = pytest.StashKey[str]()
 SESSION_KEY = pytest.StashKey[HarnessSession]()
+BOX_SESSIONS_KEY = pytest.StashKey[dict[str, HarnessSession]]()
 # What becomes of the VM when the run ends.
 END_ACTIONS = {"save": lambda vm: vm.power_off(), "keep": lambda vm: None,
                "destroy": lambda vm: vm.destroy()}
@@ -126,6 +127,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "kind or title matches one of the patterns")
     config.addinivalue_line("markers", "points(n): points the test is worth when grading")
     config.addinivalue_line(
+        "markers", "vm_box(name): run the test (class, file) on a VM of this box from "
+        "boxes.yaml, e.g. the debug box, started on first use beside the run's own VM")
+    config.addinivalue_line(
         "markers", "vm_isolate(key): a test whose key differs from the previous test's starts "
         "on a freshly restored kernel (the grader keys tests by student)")
 
@@ -134,20 +138,35 @@ def pytest_configure(config: pytest.Config) -> None:
 def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
     """The VM for the whole run: booted once (or resumed from its saved clean snapshot); at the
     end powered off with that snapshot kept, unless --vm-end says otherwise."""
-    from harness import doctor
-    from harness.session import VMOptions, make_guest, make_vm, ready_vm
+    from harness.session import VMOptions
 
     config = request.config
+    session = _open_session(config, VMOptions.from_config(config), _vm_project(config))
+    config.stash[SESSION_KEY] = session
+    yield session
+    _close_session(config, session)
+
+
+def _vm_project(config: pytest.Config) -> Path:
+    return Path(config.getoption("--vm-project") or os.environ.get("HARNESS_VM_PROJECT")
+                or config.rootpath)
+
+
+def _open_session(config: pytest.Config, options, project: Path,
+                  state_subdir: str = "") -> HarnessSession:
+    """A ready VM and its session; the VM's state lives in ``project`` (or a subfolder of its
+    .harness/ for a second box), the catalogue is the project's."""
+    from harness import doctor
+    from harness.session import make_guest, make_vm, ready_vm
+
     if SESSION_ERROR_KEY in config.stash:
         _unavailable(config, config.stash[SESSION_ERROR_KEY])
-    options = VMOptions.from_config(config)
-    project = Path(config.getoption("--vm-project") or os.environ.get("HARNESS_VM_PROJECT")
-                   or config.rootpath)
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     vm = None
     try:
         # Each xdist worker gets a VM of its own (its own state folder and libvirt domain).
         vm_dir = project / ".harness" / "workers" / worker if worker else project
+        vm_dir = vm_dir / ".harness" / state_subdir if state_subdir else vm_dir
         vm = make_vm(options, vm_dir, log=sys.stderr, catalogue_dir=project)
         checks = [] if options.libvirt_host else \
             doctor.run_checks(vm.settings.box, fix=False, with_accel=False)
@@ -161,12 +180,38 @@ def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
         config.stash[SESSION_ERROR_KEY] = f"no VM could be had: {err}"
         _unavailable(config, config.stash[SESSION_ERROR_KEY])
     guest = make_guest(vm, build_mode=config.getoption("--vm-build"))
-    session = HarnessSession(vm, guest, ignore_titles=config.getini("harness_ignore_oops"),
-                             leak_check_mode=_leak_check_mode(config))
-    config.stash[SESSION_KEY] = session
-    yield session
-    vm.close()
-    END_ACTIONS[_end_action(config)](vm)
+    return HarnessSession(vm, guest, ignore_titles=config.getini("harness_ignore_oops"),
+                          leak_check_mode=_leak_check_mode(config))
+
+
+def _close_session(config: pytest.Config, session: HarnessSession) -> None:
+    session.vm.close()
+    END_ACTIONS[_end_action(config)](session.vm)
+
+
+def _session_for(request: pytest.FixtureRequest) -> HarnessSession:
+    """The session of the box the test asks for (``vm_box`` marker), else the run's own.
+    A second box's VM starts on first use and ends with the run, as the first one does."""
+    marker = request.node.get_closest_marker("vm_box")
+    main: HarnessSession = request.getfixturevalue("harness_session")
+    if marker is None or not marker.args:
+        return main
+    from harness.boxes import load_catalogue
+    from harness.session import VMOptions
+
+    config = request.config
+    project = _vm_project(config)
+    options = VMOptions.from_config(config)
+    wanted = load_catalogue(options.boxes_file, project_dir=project).get(str(marker.args[0]))
+    if wanted.name == main.vm.settings.box.name:
+        return main
+    others = config.stash.setdefault(BOX_SESSIONS_KEY, {})
+    if wanted.name not in others:
+        options.box = wanted.name
+        others[wanted.name] = _open_session(config, options, project,
+                                            state_subdir="boxes/" + wanted.name)
+        config.add_cleanup(lambda: _close_session(config, others[wanted.name]))
+    return others[wanted.name]
 
 
 def _leak_check_mode(config: pytest.Config) -> str:
@@ -211,7 +256,7 @@ def _harness_test_run(request: pytest.FixtureRequest) -> Iterator[None]:
     if item.get_closest_marker("vm") is None:
         yield
         return
-    session: HarnessSession = request.getfixturevalue("harness_session")
+    session = _session_for(request)
     isolate = item.get_closest_marker("vm_isolate")
     if isolate is not None:
         note = session.isolate(str(isolate.args[0]), archive_as=item.nodeid)

@@ -1,0 +1,92 @@
+"""The bugs module authors make, planted one per module (tests/vm/modules/planted), on each box:
+which are caught, under which title, pinned on which line of the module.
+
+The stock Debian kernel misses most memory-safety bugs; the debug box (KASAN, kmemleak,
+lockdep, DEBUG_ATOMIC_SLEEP) must catch each one, title it as syzkaller does and point at the
+planted line. A leak is caught on both: by kmemleak on the debug box, by the kmem ledger on the
+stock one. The clean control must stay clean everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.plugin import RUN_KEY
+
+pytestmark = pytest.mark.vm
+
+PLANTED = Path(__file__).parent / "modules" / "planted"
+STOCK, DEBUG = "debian-12", "debian-12-debug"
+
+# module -> the planted line, and per box the title of the finding (None: not caught there).
+EXPECTED: dict[str, tuple[str, dict[str, str | None]]] = {
+    "uaf_read": ("seen = READ_ONCE(item->value);", {
+        STOCK: None, DEBUG: "KASAN: use-after-free Read in uaf_read_init"}),
+    "uaf_write": ("WRITE_ONCE(item->value, 42);", {
+        STOCK: None, DEBUG: "KASAN: use-after-free Write in uaf_write_init"}),
+    "double_free": ("kfree(again);", {
+        STOCK: "kernel BUG in double_free_init", DEBUG: "KASAN: invalid-free in double_free_init"}),
+    "slab_oob": ("buffer[index] = 'x';", {
+        STOCK: None, DEBUG: "KASAN: slab-out-of-bounds Write in slab_oob_init"}),
+    "stack_oob": ("return values[index];", {
+        STOCK: None, DEBUG: "KASAN: stack-out-of-bounds Read in stack_oob_sum"}),
+    "leak": ("void *object = kmalloc(128, GFP_KERNEL);", {
+        STOCK: "memory leak in leak_init", DEBUG: "memory leak in leak_init"}),
+    "abba": ("mutex_lock(&lock_a);", {
+        STOCK: None, DEBUG: "possible deadlock in abba_init"}),
+    "sleep_atomic": ("msleep(10);", {
+        STOCK: "BUG: scheduling while atomic in sleep_atomic_init",
+        DEBUG: "BUG: sleeping function called from invalid context in sleep_atomic_init"}),
+    "clean_control": ("", {STOCK: None, DEBUG: None}),
+}
+
+
+def _cases():
+    for box in (STOCK, DEBUG):
+        for bug, (_, titles) in EXPECTED.items():
+            marks = [pytest.mark.vm_box(box)]
+            if titles[box]:
+                marks.append(pytest.mark.expect_oops("^" + re.escape(titles[box]) + "$"))
+            kind = "debug" if box == DEBUG else "stock"
+            yield pytest.param(bug, box, marks=marks, id=f"{bug}-{kind}")
+
+
+@pytest.fixture
+def finding(request):
+    """After the test (its verdict is in): the expected finding is there, pinned on the planted
+    line; or nothing is, when the box cannot see the bug. One JSON row per case is kept in
+    .harness/planted-bugs.jsonl for the table in the README."""
+    holder: dict[str, str] = {}
+    yield holder
+    verdict = request.node.stash[RUN_KEY].verdict
+    assert verdict is not None
+    bug, box = holder["bug"], holder["box"]
+    line, titles = EXPECTED[bug]
+    wanted = titles[box]
+    report = next((r for r in verdict.reports if r.title == wanted), None)
+    row = {"bug": bug, "box": box, "titles": [r.title for r in verdict.reports],
+           "location": report.location if report else None,
+           "source": report.source_line.strip() if report and report.source_line else None,
+           "history": report.history if report else []}
+    out = Path(request.config.rootpath) / ".harness" / "planted-bugs.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as rows:
+        rows.write(json.dumps(row) + "\n")
+    if wanted is None:
+        assert verdict.reports == [], f"{bug} on {box}: unexpected {row['titles']}"
+        return
+    assert report is not None, f"{bug} on {box}: wanted {wanted!r}, got {row['titles']}"
+    assert report.location and report.location.startswith(f"{bug}.c:"), row
+    assert report.source_line and report.source_line.strip() == line, row
+
+
+@pytest.mark.parametrize(("bug", "box"), list(_cases()))
+def test_planted_bug(kmod, finding, bug, box):
+    finding.update(bug=bug, box=box)
+    module = kmod(PLANTED, name=bug)
+    module.load()
+    module.unload()
