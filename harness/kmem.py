@@ -16,12 +16,14 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from harness.errors import HarnessError, KernelFailure
 from harness.oops.detect import Frame
 from harness.oops.symbolize import SourceLocation, function_at, locate
-from harness.transport import Transport
+
+if TYPE_CHECKING:
+    from harness.transport import Transport
 
 INSTANCE = "/sys/kernel/tracing/instances/harness-kmem"
 # x86_64 modules live above this address (MODULES_VADDR); allocations from the core kernel

@@ -22,12 +22,14 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from harness.errors import ConfigurationError
 from harness.kmem import Allocation, KmemLedger, LedgerError, ModuleSpan
 from harness.oops.detect import Frame, Report
-from harness.transport import Transport
+
+if TYPE_CHECKING:
+    from harness.transport import Transport
 
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 KMEMLEAK_MIN_AGE_S = 5.0  # kmemleak's MSECS_MIN_AGE: younger objects are never reported

@@ -64,6 +64,8 @@ class Verdict:
         if self.expected_oops is not None and not self.expectation_met:
             got = ", ".join(r.title for r in self.reports) or "no crash report at all"
             head = f"expected a kernel crash matching {self.expected_oops}, got: {got}"
+        elif self.reports and all(r.kind == "memory leak" for r in self.reports):
+            head = "memory this test's modules allocated was never freed"
         else:
             head = "the kernel went wrong during this test"
         parts = [head]

@@ -126,7 +126,7 @@ def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade:
         pending[name] = {"module_dir": str(module_dir)}
     if pending:
         project = (vm_project or Path.cwd()).resolve()
-        args = [f"--vm-project={project}", *(vm_args or [])]
+        args = [f"--vm-project={project}", *spec.pytest_args(), *(vm_args or [])]
         if _vm_running(project):
             args.append("--vm-reuse")  # someone's VM: use it from its clean snapshot, keep it
         _run_tests(spec, out, pending, jobs, args, log)

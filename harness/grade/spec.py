@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from harness.errors import ConfigurationError
+from harness.leaks import LEAK_CHECK_MODES
 from harness.schema import Schema, check_keys
 
 
@@ -39,18 +40,27 @@ class Spec:
     max_archive_bytes: int = 20 * 1024 * 1024
     max_files: int = 200
     late: LatePolicy | None = None
+    box: str | None = None  # the box the students' modules run on (e.g. debian-12-debug)
+    leak_check: str | None = None  # harness.leaks.LEAK_CHECK_MODES; None: the harness's default
 
     @property
     def extra_cflags(self) -> str:
         return "-Werror" if self.warnings == "error" else ""
 
+    def pytest_args(self) -> list[str]:
+        """The spec's choices about the kernel as options of the grading run (options given
+        on the command line come after them and win)."""
+        args = [f"--vm-box={self.box}"] if self.box else []
+        return args + ([f"--vm-leak-check={self.leak_check}"] if self.leak_check else [])
+
 
 _TOP: Schema = {
     "assignment": (str, True), "module": (str, True), "required_files": (list, True),
     "tests": (str, True), "build": (dict, False), "time_limits": (dict, False),
-    "limits": (dict, False), "late": (dict, False),
+    "limits": (dict, False), "late": (dict, False), "kernel": (dict, False),
 }
-_CHOICES = {"warnings": ("allow", "penalize", "error")}
+_CHOICES = {"warnings": ("allow", "penalize", "error"), "leak_check": LEAK_CHECK_MODES}
+_KERNEL: Schema = {"box": (str, False), "leak_check": (str, False)}
 _BUILD: Schema = {"warnings": (str, False), "warning_penalty": ((int, float), False)}
 _TIME = {"build_s": ((int, float), False), "test_s": ((int, float), False),
          "student_s": ((int, float), False)}
@@ -78,6 +88,8 @@ def load_spec(path: Path) -> Spec:
     _check(f"{where}: time_limits", times, _TIME)
     limits = data.get("limits", {})
     _check(f"{where}: limits", limits, _LIMITS)
+    kernel = data.get("kernel", {})
+    _check(f"{where}: kernel", kernel, _KERNEL)
     late = None
     if "late" in data:
         _check(f"{where}: late", data["late"], _LATE)
@@ -107,6 +119,8 @@ def load_spec(path: Path) -> Spec:
         max_archive_bytes=int(float(limits.get("max_archive_mb", 20)) * 1024 * 1024),
         max_files=int(limits.get("max_files", 200)),
         late=late,
+        box=kernel.get("box"),
+        leak_check=kernel.get("leak_check"),
     )
 
 

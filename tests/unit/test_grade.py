@@ -47,10 +47,29 @@ def _spec(tmp_path: Path, text: str) -> Path:
     ("time_limits: {test_s: soon}\n", r"time_limits: key 'test_s' must be int or float"),
     ("late: {penalty_percent_per_day: 5}\n", r"late: missing key\(s\) deadline"),
     ("late: {deadline: yesterday}\n", r"late: key 'deadline' is not an ISO date-time"),
+    ("kernel: {leak_check: sometimes}\n", r"kernel: key 'leak_check' must be one of auto, "),
+    ("kernel: {sanitizers: all}\n", r"kernel: unknown key 'sanitizers'"),
 ])
 def test_spec_errors_name_the_key(tmp_path, extra, error):
     with pytest.raises(SpecError, match=error):
         load_spec(_spec(tmp_path, extra))
+
+
+def test_the_spec_chooses_the_box_and_leak_check_and_the_command_line_wins(tmp_path):
+    spec = load_spec(_spec(tmp_path, "kernel: {box: debian-12-debug, leak_check: kmemleak}\n"))
+    assert spec.pytest_args() == ["--vm-box=debian-12-debug", "--vm-leak-check=kmemleak"]
+    assert load_spec(_spec(tmp_path, "")).pytest_args() == []
+    import argparse
+
+    from _pytest.config.argparsing import Parser
+
+    from harness.plugin import pytest_addoption
+
+    parser = Parser(_ispytest=True)
+    pytest_addoption(parser)
+    namespace = parser.parse_known_args([*spec.pytest_args(), "--vm-box=debian-12"],
+                                        argparse.Namespace())
+    assert (namespace.vm_box, namespace.vm_leak_check) == ("debian-12", "kmemleak")
 
 
 def test_late_penalty_by_started_day(tmp_path):

@@ -10,7 +10,8 @@ import pytest
 # Pure parts: text in, data out. Whoever reads a crash log (a CI job, `harness oops`) must not
 # need an SSH stack, Vagrant or pytest for it.
 PURE_MODULES = ["harness.oops.detect", "harness.oops.symbolize", "harness.oops.logtext",
-                "harness.grade.report", "harness.kernelbuild"]
+                "harness.grade.report", "harness.grade.spec", "harness.kernelbuild",
+                "harness.leaks", "harness.kmem"]
 HEAVY = ["paramiko", "vagrant", "pytest", "harness.transport", "harness.vm"]
 
 

@@ -22,6 +22,8 @@ def test_the_ledger_sees_a_module_allocate_and_free(kmod, kmem):
     kmem.assert_freed(llist)
 
 
+# The per-test leak check sees the same leak and fails the test: here it is the point.
+@pytest.mark.expect_oops("^memory leak in leaky_init$")
 def test_a_leak_names_the_allocating_line(kmod, kmem):
     leaky = kmod("modules/leaky")
     leaky.load(count=10, keep_freeing=3)
