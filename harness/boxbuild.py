@@ -378,13 +378,12 @@ def remove_pool_volumes(vagrant_box: str, pool: str = "default") -> list[str]:
     return removed
 
 
-def box_vmlinux(box: Box) -> Path | None:
-    """The vmlinux with debug info of a box whose kernel the harness compiled (None otherwise,
-    or before it is built): it symbolizes core-kernel frames."""
+def box_kernel(box: Box) -> BuiltKernel | None:
+    """The kernel the harness compiled for ``box`` (None for a distribution kernel, or before
+    it is built): its vmlinux and System.map symbolize core-kernel frames."""
     if box.recipe is None or box.recipe.kernel is None:
         return None
-    built = KernelBuild(box.recipe.kernel).cached()
-    return built.vmlinux if built else None
+    return KernelBuild(box.recipe.kernel).cached()
 
 
 def box_rootfs(box: Box) -> Path | None:

@@ -104,6 +104,10 @@ class BuiltKernel:
     packages: tuple[Path, ...]
     vmlinux: Path
 
+    @property
+    def system_map(self) -> Path:
+        return self.dir / "System.map"
+
     @classmethod
     def load(cls, directory: Path) -> BuiltKernel | None:
         stamp = directory / "built.json"

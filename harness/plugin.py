@@ -275,6 +275,15 @@ def _harness_test_run(request: pytest.FixtureRequest) -> Iterator[None]:
         item.add_report_section("teardown", "harness", "\n".join(run.notes))
 
 
+def test_run_of(item: pytest.Item) -> TestRun | None:
+    """The harness's record of a vm test (its modules and, after the call, its verdict), for
+    other plugins (the grader) and hooks; None for a test without the vm marker."""
+    return item.stash.get(RUN_KEY, None)
+
+
+test_run_of.__test__ = False  # type: ignore[attr-defined]  # not a test, despite its name
+
+
 def _run(request: pytest.FixtureRequest) -> TestRun:
     if RUN_KEY not in request.node.stash:
         raise pytest.UsageError(

@@ -10,6 +10,7 @@ alike; each test of a session is a :class:`harness.testrun.TestRun`.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -17,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import accel
-from harness.boxbuild import box_rootfs
+from harness.boxbuild import box_kernel, box_rootfs
 from harness.boxes import load_catalogue
 from harness.errors import HarnessError, VMError
 from harness.guest import Guest
 from harness.hostbuild import RootfsBuilder
 from harness.leaks import LeakCheck, choose, has_kmemleak
+from harness.oops.symbolize import KernelImage
 from harness.testrun import TestRun
 from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, VM, VMSettings
 
@@ -169,6 +171,12 @@ class HarnessSession:
     isolation_key: str | None = None
     leak_check_mode: str = "off"  # harness.leaks.LEAK_CHECK_MODES
     _kernel_has_kmemleak: bool | None = None
+
+    @functools.cached_property
+    def kernel_image(self) -> KernelImage | None:
+        """The guest kernel's vmlinux with debug info, when the harness compiled that kernel."""
+        built = box_kernel(self.vm.settings.box)
+        return KernelImage(built.vmlinux, built.system_map) if built else None
 
     def leak_check(self) -> LeakCheck | None:
         """A fresh leak check for the next test, as ``leak_check_mode`` says."""

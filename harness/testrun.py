@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import taint
+from harness.build import Diagnostic
 from harness.errors import CommandFailed, GuestUnreachable, HarnessError, TimeLimitExceeded
 from harness.guest import Guest
 from harness.kmem import LedgerError
@@ -59,6 +60,11 @@ class Verdict:
         if self.expected_oops is not None:
             return not self.expectation_met
         return self.kernel_broken
+
+    def crashes(self) -> list[dict[str, str | None]]:
+        """Each report as a front end records it: title, location, source line, function."""
+        return [{"title": r.title, "location": r.location, "source": r.source_line,
+                 "module_function": r.module_function} for r in self.reports]
 
     def message(self) -> str:
         if self.expected_oops is not None and not self.expectation_met:
@@ -118,6 +124,11 @@ class TestRun:
         self.modules.append(module)
         return module
 
+    def diagnostics(self) -> list[Diagnostic]:
+        """The compiler's diagnostics of the test's last module build ([] when none ran)."""
+        builds = [m.build_result for m in self.modules if m.build_result is not None]
+        return builds[-1].diagnostics if builds else []
+
     def module_group(self, source_dir: str | Path, **options: object) -> ModuleGroup:
         """Every module the folder builds, tracked like ``module``'s."""
         return ModuleGroup.of(self.module(source_dir, **options))
@@ -139,7 +150,7 @@ class TestRun:
         ko_map = {m.name: (m.build_result.local_ko[m.name], m.source_dir)
                   for m in self.modules
                   if m.name and m.build_result and m.name in m.build_result.local_ko}
-        verdict.reports = [symbolize(r, ko_map) for r in reports]
+        verdict.reports = [symbolize(r, ko_map, self.session.kernel_image) for r in reports]
         if alive and verdict.guest_died is None and not crashed and not verdict.reports:
             verdict.reports += self._leaks(verdict)
         self._end_leak_check(alive and verdict.guest_died is None)

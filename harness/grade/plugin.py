@@ -154,20 +154,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     points = float(marker.args[0]) if marker and marker.args else 1.0
     report.user_properties += [("student", student), ("test", item.originalname),  # type: ignore[attr-defined]
                                ("points", points)]
-    from harness.plugin import RUN_KEY
+    from harness.plugin import test_run_of
 
-    run = item.stash.get(RUN_KEY, None)
+    run = test_run_of(item)
     if run is not None and call.when == "call":
         if run.verdict is not None:
-            report.user_properties.append(("crashes", [
-                {"title": r.title, "location": r.location, "source": r.source_line,
-                 "module_function": r.module_function} for r in run.verdict.reports]))
+            report.user_properties.append(("crashes", run.verdict.crashes()))
             report.user_properties.append(("kernel_lines", run.verdict.kernel_lines[-200:]))
-        builds = [m.build_result for m in run.modules if m.build_result is not None]
-        if builds:
+        diagnostics = run.diagnostics()
+        if diagnostics:
             report.user_properties.append(("diagnostics", [
                 {"file": d.file, "line": d.line, "severity": d.severity, "message": d.message}
-                for d in builds[-1].diagnostics]))
+                for d in diagnostics]))
     return report
 
 

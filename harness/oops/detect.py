@@ -66,6 +66,8 @@ class Report:
     symbolized: list[str] = field(default_factory=list)  # module frames with file:line
     # KASAN's object history, module frames only: "allocated by f at x.c:40: <line>"
     history: list[str] = field(default_factory=list)
+    # core-kernel frames placed in the kernel's source (a kernel with debug info at hand)
+    kernel_places: dict[str, str] = field(default_factory=dict)
 
     @property
     def module_function(self) -> str | None:
@@ -91,6 +93,10 @@ class Report:
             out.append(f"  called from {extra}")
         for event in self.history:
             out.append(f"  {event}")
+        if self.kernel_places:
+            out.append("  kernel frames: " + ", ".join(
+                f"{frame.split('+')[0]} ({where})" for frame, where in
+                list(self.kernel_places.items())[:6]))
         # Unreliable "? func" frames are noise for a reader; they stay in self.lines.
         body = [line for line in self.lines if not line.lstrip().startswith("? ")][:max_lines]
         out.append(f"  --- report (log lines {self.start_line}-{self.end_line}) ---")

@@ -108,11 +108,65 @@ def _find_source(file: str, line: int, roots: list[Path]) -> tuple[str, str | No
     return Path(file).name, None
 
 
-def symbolize(report: Report, modules: dict[str, tuple[Path, Path]]) -> Report:
-    """Fill ``location``/``source_line``/``symbolized`` for the report's module frames.
+@dataclass(frozen=True)
+class KernelImage:
+    """A vmlinux with debug info and its System.map (the debug box keeps both on the host):
+    core-kernel frames become file:line, as the kernel's decode_stacktrace.sh does."""
+
+    vmlinux: Path
+    system_map: Path
+
+    def locate_frames(self, frames: list[Frame]) -> dict[Frame, str]:
+        """``file:line`` (relative to the kernel tree) of each frame it can place; one
+        addr2line run for all of them."""
+        addresses = {}
+        symbols = _system_map(self.system_map, self.system_map.stat().st_mtime)
+        for frame in frames:
+            base = symbols.get(frame.function)
+            if base is not None:
+                addresses[frame] = base + frame.offset - (1 if frame.offset else 0)
+        if not addresses:
+            return {}
+        out = subprocess.run(["addr2line", "-e", str(self.vmlinux),
+                              *(hex(a) for a in addresses.values())],
+                             capture_output=True, text=True, check=False).stdout.splitlines()
+        placed = {}
+        for frame, where in zip(addresses, out, strict=False):
+            file, _, line = where.partition(":")
+            line = line.split()[0] if line else ""
+            if file and file != "??" and line.isdigit() and line != "0":
+                placed[frame] = f"{_tree_relative(file)}:{line}"
+        return placed
+
+
+@functools.lru_cache(maxsize=4)
+def _system_map(path: Path, mtime: float) -> dict[str, int]:
+    table: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in "tTwW":
+            table.setdefault(parts[2], int(parts[0], 16))
+    return table
+
+
+def _tree_relative(file: str) -> str:
+    """A path in the kernel tree as the kernel's own messages print it (mm/slub.c)."""
+    marker = "/linux-source-"
+    if marker in file:
+        return file.split(marker, 1)[1].split("/", 1)[-1]
+    return file
+
+
+def symbolize(report: Report, modules: dict[str, tuple[Path, Path]],
+              kernel: KernelImage | None = None) -> Report:
+    """Fill ``location``/``source_line``/``symbolized`` for the report's module frames, and
+    with ``kernel`` the file:line of its core-kernel frames.
 
     ``modules``: module name -> (host .ko with debug info, host source folder).
     """
+    if kernel is not None:
+        core = [f for f in report.frames if not f.module and f.reliable]
+        report.kernel_places = {str(f): where for f, where in kernel.locate_frames(core).items()}
     module_frames = [f for f in report.frames if f.module and f.reliable]
     for index, frame in enumerate(module_frames):
         entry = modules.get(frame.module or "")

@@ -78,7 +78,8 @@ class ScriptedVM:
     """The VM's part: the serial console and the three ways back to a clean kernel."""
 
     state: Path
-    settings: object = field(default_factory=lambda: SimpleNamespace(isolate_network=False))
+    settings: object = field(default_factory=lambda: SimpleNamespace(
+        isolate_network=False, box=SimpleNamespace(recipe=None)))
     serial: str = ""
     failing: set[str] = field(default_factory=set)  # "revert", "reboot", "new VM"
     steps: list[str] = field(default_factory=list)

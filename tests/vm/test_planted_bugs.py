@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.plugin import RUN_KEY
+from harness.plugin import test_run_of
 
 pytestmark = pytest.mark.vm
 
@@ -62,7 +62,7 @@ def finding(request):
     .harness/planted-bugs.jsonl for the table in the README."""
     holder: dict[str, str] = {}
     yield holder
-    verdict = request.node.stash[RUN_KEY].verdict
+    verdict = test_run_of(request.node).verdict
     assert verdict is not None
     bug, box = holder["bug"], holder["box"]
     line, titles = EXPECTED[bug]
