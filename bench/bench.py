@@ -11,11 +11,16 @@ Measured side by side in one run, so ratios hold on a noisy shared machine:
   target: an edited module's cycle <= 1/5 of the in-guest build;
 - getting a clean kernel back: snapshot revert vs reboot;
 - grading throughput (students per minute) with --jobs 1 and 2;
-- the oops parser's throughput on ../shared/oops-corpus (MB/s).
+- the oops parser's throughput on ../shared/oops-corpus (MB/s);
+- sanitizers: the planted-bug folder's clean control on the stock box and on the debug box side
+  by side: its load/unload cycle (ratio debug/stock), what the per-test leak check adds (kmem
+  ledger on stock, kmemleak on debug; targets 0.5 s and 2 s), and 20 consecutive runs of the
+  control with the leak check on, which must give zero findings on both.
 
 Startup and grading run in a VM project of their own (bench/.project), destroyed at the end.
 
-Usage: python bench/bench.py [--rounds N] [--only startup,cycle,recovery,grading,parser]
+Usage: python bench/bench.py [--rounds N]
+                             [--only startup,cycle,recovery,grading,parser,sanitizers]
                              [--json FILE]
 """
 
@@ -44,15 +49,25 @@ from harness.grade.runner import grade  # noqa: E402
 from harness.guest import Guest  # noqa: E402
 from harness.kmod import Module  # noqa: E402
 from harness.oops.corpus import measure  # noqa: E402
-from harness.session import VMOptions, make_guest, make_vm, ready_vm  # noqa: E402
+from harness.session import (  # noqa: E402
+    HarnessSession,
+    VMOptions,
+    make_guest,
+    make_vm,
+    ready_vm,
+)
 from harness.transport import SSHTarget  # noqa: E402
 
 PHASES = ("sync", "build", "insmod", "capture", "rmmod")
-SECTIONS = ("startup", "cycle", "recovery", "grading", "parser")
+SECTIONS = ("startup", "cycle", "recovery", "grading", "parser", "sanitizers")
 BENCH_PROJECT = ROOT / "bench" / ".project"
 ASSIGNMENT = ROOT / "examples" / "llist-assignment"
 GRADING_STUDENTS = ("correct", "wrong_output", "memory_not_freed", "null_dereference_on_exit")
-TARGETS = {"edited_cycle_vs_guest_build": 1 / 5, "second_start_vs_cold": 1 / 3}
+TARGETS = {"edited_cycle_vs_guest_build": 1 / 5, "second_start_vs_cold": 1 / 3,
+           "leak_check_s": {"debian-12": 0.5, "debian-12-debug": 2.0}}
+SANITIZER_BOXES = ("debian-12", "debian-12-debug")
+PLANTED = ROOT / "tests" / "vm" / "modules" / "planted"
+CLEAN_RUNS = 20
 
 
 def timed(func) -> float:
@@ -242,11 +257,63 @@ def bench_parser(results: dict) -> None:
     print(f"oops parser: {agreement.figures()}")
 
 
+def _control_test(session: HarnessSession, mode: str) -> tuple[float, int, float]:
+    """One test of the clean control with leak check ``mode``: (seconds from the test's start
+    to its verdict, findings, seconds the verdict took)."""
+    session.leak_check_mode = mode
+    started = time.perf_counter()
+    run = session.new_test(f"bench-control-{mode}")
+    module = run.module(PLANTED, name="clean_control")
+    module.load()
+    module.unload()
+    judged = time.perf_counter()
+    verdict = run.finish()
+    done = time.perf_counter()
+    findings = len(verdict.reports) + len(verdict.new_taint)
+    if verdict.kernel_broken:
+        print(f"  {session.vm.settings.box.name}: finding: {verdict.message()}", file=sys.stderr)
+        session.restore_clean(archive_as="bench-control")
+    return done - started, findings, done - judged
+
+
+def bench_sanitizers(results: dict, rounds: int) -> None:
+    figures: dict[str, dict] = {}
+    for box in SANITIZER_BOXES:
+        options = VMOptions(box=box)
+        vm = ready_vm(make_vm(options, BENCH_PROJECT / ".harness" / "boxes" / box,
+                              catalogue_dir=ROOT))
+        session = HarnessSession(vm, make_guest(vm))
+        _control_test(session, "off")  # the build, and the kernel's first load of it
+        off = [_control_test(session, "off") for _ in range(rounds)]
+        on = [_control_test(session, "auto") for _ in range(rounds)]
+        clean = [_control_test(session, "auto")[1] for _ in range(CLEAN_RUNS)]
+        check = type(session.leak_check()).__name__
+        figures[box] = {
+            "cycle_s": round(statistics.median(t for t, _, _ in off), 2),
+            "verdict_without_leak_check_s": round(statistics.median(v for _, _, v in off), 2),
+            "verdict_with_leak_check_s": round(statistics.median(v for _, _, v in on), 2),
+            "leak_check": check,
+            "clean_runs": CLEAN_RUNS, "clean_runs_with_findings": sum(1 for n in clean if n),
+        }
+        figures[box]["leak_check_added_s"] = round(
+            figures[box]["verdict_with_leak_check_s"]
+            - figures[box]["verdict_without_leak_check_s"], 2)
+        print(f"sanitizers {box}: {figures[box]}", file=sys.stderr)
+        vm.destroy()
+    figures["cycle_ratio_debug_vs_stock"] = round(
+        figures["debian-12-debug"]["cycle_s"] / figures["debian-12"]["cycle_s"], 2)
+    results["sanitizers"] = figures
+
+
 def destroy_bench_vms() -> None:
     null = io.StringIO()
     for folder in [*sorted((BENCH_PROJECT / ".harness" / "workers").glob("gw*")), BENCH_PROJECT]:
         if (folder / ".harness").is_dir():
             make_vm(VMOptions(), folder, log=null, catalogue_dir=ROOT).destroy()
+    for box in SANITIZER_BOXES:
+        folder = BENCH_PROJECT / ".harness" / "boxes" / box
+        if (folder / ".harness").is_dir():
+            make_vm(VMOptions(box=box), folder, log=null, catalogue_dir=ROOT).destroy()
 
 
 def summary(results: dict) -> list[str]:
@@ -264,6 +331,16 @@ def summary(results: dict) -> list[str]:
     if "grading" in results:
         speedup = results["grading"]["speedup"]
         lines.append(f"grading --jobs 2 / --jobs 1 throughput = {speedup:.2f}x")
+    if "sanitizers" in results:
+        figures = results["sanitizers"]
+        lines.append(f"clean-control cycle, debug box / stock box = "
+                     f"{figures['cycle_ratio_debug_vs_stock']:.2f}x")
+        for box in SANITIZER_BOXES:
+            added, goal = figures[box]["leak_check_added_s"], TARGETS["leak_check_s"][box]
+            lines.append(f"{box}: leak check ({figures[box]['leak_check']}) adds {added:.2f} s "
+                         f"per test (target <= {goal} s): {'met' if added <= goal else 'NOT met'}"
+                         f"; clean control: {figures[box]['clean_runs_with_findings']} of "
+                         f"{figures[box]['clean_runs']} runs with findings (target 0)")
     return lines
 
 
@@ -291,6 +368,8 @@ def main() -> int:
             bench_grading(results)
         if "parser" in sections:
             bench_parser(results)
+        if "sanitizers" in sections:
+            bench_sanitizers(results, args.rounds)
     finally:
         destroy_bench_vms()
     results["summary"] = summary(results)

@@ -143,6 +143,7 @@ class KernelBuild:
             self.clock.step(f"kernel {built.release} cached (recipe {self.digest})")
             return built
         self._preflight()
+        started = time.monotonic()
         work = self.dir / "work"
         if work.exists():
             shutil.rmtree(work)
@@ -152,7 +153,7 @@ class KernelBuild:
         self._compile(tree)
         # Known only once kbuild has written auto.conf (LOCALVERSION is applied then).
         release = (tree / "include/config/kernel.release").read_text().strip()
-        built = self._keep(tree, release)
+        built = self._keep(tree, release, time.monotonic() - started)
         shutil.rmtree(work)
         self.clock.step(f"kernel {release} built and cached in {self.dir}")
         return built
@@ -255,7 +256,7 @@ class KernelBuild:
         last = text.rstrip().rsplit("\n", 1)[-1].strip()
         self.clock.step(f"  kernel build: {compiled} files compiled; now: {last[:90]}")
 
-    def _keep(self, tree: Path, release: str) -> BuiltKernel:
+    def _keep(self, tree: Path, release: str, seconds: float) -> BuiltKernel:
         kept = []
         for deb in sorted(tree.parent.glob("*.deb")):
             if deb.name.startswith(("linux-image-", "linux-headers-")) and "-dbg_" not in deb.name:
@@ -267,7 +268,8 @@ class KernelBuild:
         for name in (".config", "System.map"):
             shutil.copy(tree / name, self.dir / name.lstrip("."))
         (self.dir / "built.json").write_text(json.dumps(
-            {"release": release, "packages": kept, "digest": self.digest}, indent=1))
+            {"release": release, "packages": kept, "digest": self.digest,
+             "seconds": round(seconds)}, indent=1))
         built = BuiltKernel.load(self.dir)
         assert built is not None
         return built

@@ -80,7 +80,7 @@ def finding(request):
         assert verdict.reports == [], f"{bug} on {box}: unexpected {row['titles']}"
         return
     assert report is not None, f"{bug} on {box}: wanted {wanted!r}, got {row['titles']}"
-    assert report.location and report.location.startswith(f"{bug}.c:"), row
+    assert report.location and re.search(rf"(^|/){bug}\.c:\d+$", report.location), row
     assert report.source_line and report.source_line.strip() == line, row
 
 
