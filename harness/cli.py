@@ -9,6 +9,7 @@ from pathlib import Path
 from harness.boxes import CatalogueError, load_catalogue
 from harness.build import BUILD_MODES
 from harness.errors import HarnessError
+from harness.leaks import LEAK_CHECK_MODES
 from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
 
 
@@ -146,7 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     vm = ready_vm(_vm(args))
-    session = HarnessSession(vm, make_guest(vm, build_mode=args.build))
+    session = HarnessSession(vm, make_guest(vm, build_mode=args.build),
+                             leak_check_mode="off" if args.keep_loaded else args.leak_check)
     run = session.new_test(f"harness-run-{source.resolve().name}")
     module = run.module(source)
     printed = 0
@@ -273,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="module parameter (repeatable)")
     run.add_argument("--keep-loaded", action="store_true", help="do not rmmod at the end")
+    run.add_argument("--leak-check", default="auto", choices=list(LEAK_CHECK_MODES),
+                     help="after rmmod, report memory the module never freed: auto (kmemleak "
+                     "when the kernel has it, else the kmem ledger), kmemleak, ledger, off")
     run.add_argument("--build", default="auto", choices=list(BUILD_MODES),
                      help="where to compile: host (in the box's root filesystem, the guest's "
                      "own headers and gcc), guest, or auto (host when it matches the guest)")

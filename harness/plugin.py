@@ -29,7 +29,8 @@ from harness.testrun import TestRun
 from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
 
 RUN_KEY = pytest.StashKey[TestRun]()
-SESSION_ERROR_KEY = pytest.StashKey[str]()
+# Why no VM could be had, per box asked for (None: the run's default box): asked once.
+SESSION_ERRORS_KEY = pytest.StashKey[dict[str | None, str]]()
 SESSION_KEY = pytest.StashKey[HarnessSession]()
 BOX_SESSIONS_KEY = pytest.StashKey[dict[str, HarnessSession]]()
 # What becomes of the VM when the run ends.
@@ -159,8 +160,9 @@ def _open_session(config: pytest.Config, options, project: Path,
     from harness import doctor
     from harness.session import make_guest, make_vm, ready_vm
 
-    if SESSION_ERROR_KEY in config.stash:
-        _unavailable(config, config.stash[SESSION_ERROR_KEY])
+    errors = config.stash.setdefault(SESSION_ERRORS_KEY, {})
+    if options.box in errors:
+        _unavailable(config, errors[options.box])
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     vm = None
     try:
@@ -177,8 +179,10 @@ def _open_session(config: pytest.Config, options, project: Path,
         if vm is not None and _end_action(config) == "destroy":
             with contextlib.suppress(Exception):  # nothing left behind, as asked
                 vm.destroy()
-        config.stash[SESSION_ERROR_KEY] = f"no VM could be had: {err}"
-        _unavailable(config, config.stash[SESSION_ERROR_KEY])
+        errors[options.box] = f"no VM could be had: {err}"
+    if options.box in errors:  # outside the except: the report shows the reason once
+        _unavailable(config, errors[options.box])
+    assert vm is not None
     guest = make_guest(vm, build_mode=config.getoption("--vm-build"))
     return HarnessSession(vm, guest, ignore_titles=config.getini("harness_ignore_oops"),
                           leak_check_mode=_leak_check_mode(config))

@@ -3,6 +3,10 @@ kmem tracepoints, pinned on the module's source line."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from harness.kmem import MemoryLeak
@@ -43,3 +47,16 @@ def test_a_module_that_frees_everything_has_no_leak(kmod, kmem):
     leaky.load(count=10, keep_freeing=10)
     leaky.unload()
     kmem.assert_freed(leaky)
+
+
+def test_harness_run_reports_a_leak_with_its_line():
+    """`harness run` checks leaks after its rmmod too (the same leak check as the tests)."""
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "tests/vm/modules/leaky",
+         "--param", "count=4", "--param", "keep_freeing=1"],
+        cwd=root, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "memory leak in leaky_init" in proc.stderr
+    assert "3 object(s), 384 bytes allocated by module leaky" in proc.stderr
+    assert "leaky.c:21: objects[i] = kmalloc(128, GFP_KERNEL);" in proc.stderr
