@@ -7,6 +7,8 @@ SYSTEM_PACKAGES=(
   vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   dnsmasq-base iptables ebtables mmdebstrap fdisk extlinux syslinux-common e2fsprogs
   binutils bubblewrap python3-venv python3-pip
+  # compiling the debug box's kernel (harness box build debian-12-debug)
+  build-essential bc bison flex libssl-dev libelf-dev dpkg-dev fakeroot rsync cpio kmod xz-utils
 )
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -53,4 +55,10 @@ ensure_libvirt() {
 
 ensure_box() {
   "$VENV/bin/harness" box build "$@"
+}
+
+# The sanitizer box of tests/vm/test_planted_bugs.py: its kernel is compiled on first use
+# (15-25 min on 2 cores), then cached under ~/.cache/harness like the box.
+ensure_debug_box() {
+  "$VENV/bin/harness" box build debian-12-debug
 }

@@ -8,6 +8,10 @@ ensure_system_packages
 ensure_venv
 ensure_libvirt
 ensure_box
+case " $* " in
+  *"not vm"*) ;;  # the unit tests alone need no VM, let alone the debug box
+  *) ensure_debug_box ;;
+esac
 cd "$HARNESS_ROOT"
 say "ruff"
 "$VENV/bin/ruff" check harness tests
