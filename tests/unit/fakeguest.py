@@ -79,7 +79,7 @@ class ScriptedVM:
 
     state: Path
     settings: object = field(default_factory=lambda: SimpleNamespace(
-        isolate_network=False, box=SimpleNamespace(recipe=None)))
+        isolate_network=False, box=SimpleNamespace(name="debian-12", recipe=None)))
     serial: str = ""
     failing: set[str] = field(default_factory=set)  # "revert", "reboot", "new VM"
     steps: list[str] = field(default_factory=list)
@@ -114,6 +114,12 @@ class ScriptedVM:
 
     def wait_for_ssh(self) -> None:
         self.steps.append("ssh")
+
+    def close(self) -> None:
+        self.steps.append("close")
+
+    def power_off(self) -> None:
+        self.steps.append("power off")
 
 
 def scripted_session(tmp_path: Path) -> tuple[HarnessSession, ScriptedTransport, ScriptedVM]:

@@ -92,3 +92,70 @@ def test_the_plugin_judges_each_test_by_its_kernel(pytester: pytest.Pytester, mo
     assert ("expected a kernel crash matching ['kernel BUG'], got: no crash report at all"
             in result.stdout.str())
     assert "crashy: mode=null_exit" in (pytester.path / "junit.xml").read_text()
+
+
+BOX_CONFTEST = """
+import pytest
+from fakeguest import scripted_session
+
+import harness.plugin
+
+OPENED = []
+
+
+@pytest.fixture(scope="session")
+def harness_session(tmp_path_factory):
+    session, _, _ = scripted_session(tmp_path_factory.mktemp("vm"))
+    return session
+
+
+def _open_session(config, options, project, state_subdir=""):
+    OPENED.append((options.box, state_subdir))
+    session, _, vm = scripted_session(project / state_subdir.replace("/", "-"))
+    vm.settings.box.name = options.box
+    return session
+
+
+harness.plugin._open_session = _open_session
+"""
+
+BOX_TESTS = """
+import pytest
+from conftest import OPENED
+
+from harness.plugin import test_run_of
+
+pytestmark = pytest.mark.vm
+
+
+def _box(request):
+    return test_run_of(request.node).session.vm.settings.box.name
+
+
+def test_default_box(request):
+    assert _box(request) == "debian-12"
+
+
+@pytest.mark.vm_box("debian-12-debug")
+def test_debug_box(request):
+    assert _box(request) == "debian-12-debug"
+
+
+@pytest.mark.vm_box("debian-12-debug")
+def test_debug_box_again(request):
+    assert _box(request) == "debian-12-debug"
+    assert OPENED == [("debian-12-debug", "boxes/debian-12-debug")]  # one VM per box
+
+
+@pytest.mark.vm_box("harness/debian-12")
+def test_the_run_s_own_box_by_its_vagrant_name(request):
+    assert _box(request) == "debian-12"
+"""
+
+
+def test_vm_box_runs_a_test_on_another_box_s_vm_started_once(pytester: pytest.Pytester):
+    pytester.syspathinsert(Path(__file__).parent)  # fakeguest
+    pytester.makeconftest(BOX_CONFTEST)
+    pytester.makepyfile(test_boxes=BOX_TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
+    result.assert_outcomes(passed=4)
