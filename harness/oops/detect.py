@@ -15,6 +15,7 @@ from harness.oops.patterns import (
     FOLLOW_UPS,
     FORMATS,
     FRAME,
+    HEADER_HINT,
     HEADER_PREFIX,
     IRQ_END,
     IRQ_START,
@@ -108,6 +109,8 @@ class Report:
 
 
 def match_header(text: str) -> tuple[CrashFormat, re.Match[str]] | None:
+    if not HEADER_HINT.search(text):
+        return None
     text = HEADER_PREFIX.sub("", text, count=1).removesuffix(" ]")
     for fmt in FORMATS:
         match = fmt.header.search(text)

@@ -263,6 +263,17 @@ FORMATS: tuple[CrashFormat, ...] = (
                 "BUG: {what} in {func}", GUILTY_STACK),
 )
 
+# Words one of which every header above contains: a line without any is no header, and
+# FORMATS is not tried on it (most lines of a log). A new row needs its word here; the corpus
+# test checks that the prefilter changes no detection.
+HEADER_WORDS = (
+    "BUG", "UBSAN", "Unable to handle", "general protection", "divide", "stack segment",
+    "PANIC", "corruption", "double add", "invalid opcode", "Internal error", "Unhandled fault",
+    "Oops", "LOCKUP", "INFO:", "VFS:", "usercopy:", "WARNING", "refcount_t:", "ODEBUG:",
+    "Kernel panic",
+)
+HEADER_HINT = re.compile("|".join(re.escape(word) for word in HEADER_WORDS))
+
 # The interrupt-context parts of a stack dump, whose frames are the reporter, not the culprit.
 IRQ_START = _re(r"^<(?:IRQ|NMI|EOI)>$")
 IRQ_END = _re(r"^</?(?:IRQ|NMI|EOI)>$|^<TASK>$")

@@ -127,3 +127,24 @@ def test_syzkaller_corpus_agreement(capsys):
     # Floors at the figures reached so far, so a regression fails; the goals are 99 % / 85 %.
     assert result.detection / result.cases >= 0.99
     assert result.exact / result.cases >= 0.54
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/oops-corpus is not beside the checkout")
+def test_the_header_prefilter_drops_no_report(monkeypatch):
+    """Lines without a header word skip the table: on every log, the same reports as trying
+    every row on every line."""
+    import re
+
+    from harness.oops import detect as detector
+
+    logs = [p.read_bytes() for p in sorted(CORPUS.iterdir())]
+    logs += [p.read_bytes() for p in sorted(LOGS.iterdir()) if p.is_file()]
+
+    def reports() -> list[list[tuple[str, int, int]]]:
+        return [[(r.title, r.start_line, r.end_line) for r in detector.detect(log)]
+                for log in logs]
+
+    filtered = reports()
+    monkeypatch.setattr(detector, "HEADER_HINT", re.compile(""))
+    assert reports() == filtered
+    assert sum(map(len, filtered)) > 300  # the corpus was really read
