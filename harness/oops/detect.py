@@ -8,7 +8,7 @@ trace, never a neighbour's (a later oops can re-print an earlier RIP).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from harness.oops.logtext import LogLine, parse_log
 from harness.oops.patterns import (
@@ -119,13 +119,13 @@ def match_header(text: str) -> tuple[CrashFormat, re.Match[str]] | None:
     return None
 
 
-def parse_frame(text: str, line: int) -> Frame | None:
+def parse_frame(text: str, line: int, in_irq: bool = False) -> Frame | None:
     match = FRAME.match(text)
     if not match:
         return None
     offset, length = _offsets(text, match.end("func"))
     return Frame(clean_function(match["func"]), offset, length, match["module"], line,
-                 reliable=not match["unreliable"])
+                 reliable=not match["unreliable"], in_irq=in_irq)
 
 
 def _offsets(text: str, pos: int) -> tuple[int, int]:
@@ -256,9 +256,9 @@ def build_report(lines: list[LogLine], block: _Block) -> Report:
                 rip = Frame(clean_function(rip_match["func"]), offset, length,
                             rip_match["module"], line.number)
             continue
-        frame = parse_frame(text, line.number)
+        frame = parse_frame(text, line.number, in_irq)
         if frame is not None and line is not body[0]:
-            frames.append(replace(frame, in_irq=in_irq))
+            frames.append(frame)
         access_match = _KASAN_ACCESS.match(text)
         if access_match and not access:
             access = " " + access_match["access"]
