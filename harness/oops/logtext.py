@@ -21,6 +21,9 @@ _PREFIX = re.compile(
 )
 # A timestamp after other text: a serial console interleaves a login prompt or user output.
 _LATE_TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*\d+\.\d{6}\](?:\[\s*[TC]\d+\])?\s?")
+# How a crash header begins, for one glued after another message's text.
+_GLUED_HEADER = re.compile(r"BUG: |WARNING: |Kernel panic|general protection|Oops: |UBSAN: |"
+                           r"Unable to handle|INFO: task ")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -37,11 +40,15 @@ class LogLine:
 
 
 def strip_prefix(line: str) -> str:
+    """The message of a console line. A timestamp further in starts a message of its own that
+    the console glued to one printed without a newline: it is taken when nothing else is, or
+    when it begins like a crash header."""
     stripped = _PREFIX.sub("", line, count=1)
-    if stripped is line or len(stripped) == len(line):
-        late = _LATE_TIMESTAMP.search(line)
-        if late:
-            return line[late.end():]
+    late = _LATE_TIMESTAMP.search(stripped)
+    if late is None:
+        return stripped
+    if len(stripped) == len(line) or _GLUED_HEADER.match(stripped, late.end()):
+        return stripped[late.end():]
     return stripped
 
 

@@ -148,3 +148,22 @@ def test_the_header_prefilter_drops_no_report(monkeypatch):
     monkeypatch.setattr(detector, "HEADER_HINT", re.compile(""))
     assert reports() == filtered
     assert sum(map(len, filtered)) > 300  # the corpus was really read
+
+
+def test_a_header_glued_to_the_previous_message_is_found():
+    """A message printed without a newline, then a crash: the console puts both on one line."""
+    log = "\n".join([
+        "[   76.470001] syz-executor: vmalloc error: size 34359738352, page order 0, "
+        "allocation failure: 34359738352 bytes[   76.471107] BUG: unable to handle kernel "
+        "paging request at ffffc90000a3a000",
+        "[   76.471120] #PF: supervisor write access in kernel mode",
+        "[   76.471200] RIP: 0010:llist_fill+0x2e/0x60 [llist]",
+        "[   76.471300] Call Trace:",
+        "[   76.471310]  <TASK>",
+        "[   76.471320]  llist_init+0x40/0x1000 [llist]",
+        "[   76.471330]  do_one_initcall+0x5f/0x300",
+    ])
+    reports = detect(log)
+    assert [r.title for r in reports] == ["BUG: unable to handle kernel paging request in "
+                                          "llist_fill"]
+    assert reports[0].start_line == 1
