@@ -240,7 +240,10 @@ FORMATS: tuple[CrashFormat, ...] = (
                 "WARNING in {func}", GUILTY_OOPS),
     CrashFormat("WARNING", _re(r"^WARNING: CPU: \d+ PID: \d+ at " + FUNC),
                 "WARNING in {func}", GUILTY_OOPS),
-    CrashFormat("WARNING", _re(r"^WARNING: \S+:\d+ at " + FUNC + r", CPU#\d+"),
+    # Recent kernels: "WARNING: [cond] file.c:N at func+0x1/0x2, CPU#0: task/pid", the
+    # condition optional, and "at 0x0" when the address has no symbol.
+    CrashFormat("WARNING", _re(r"^WARNING: (?:\[.*?\] )?\S+:\d+ at (?:" + FUNC +
+                               r"|0x[0-9a-f]+), CPU#\d+"),
                 "WARNING in {func}", GUILTY_OOPS),
     CrashFormat("WARNING", _re(r"^WARNING: kernel stack (?P<what>regs|frame pointer) at\s.*? in "
                                r"\S+ has bad (?P<value>'bp' value|value)"),

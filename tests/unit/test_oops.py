@@ -167,3 +167,19 @@ def test_a_header_glued_to_the_previous_message_is_found():
     assert [r.title for r in reports] == ["BUG: unable to handle kernel paging request in "
                                           "llist_fill"]
     assert reports[0].start_line == 1
+
+
+@pytest.mark.parametrize(("header", "title"), [
+    ("WARNING: fs/ext4/xattr.c:1058 at 0x0, CPU#0: syz.0.17/5982",
+     "WARNING in ext4_xattr_inode_update_ref"),
+    ("WARNING: [time_after(jiffies, timeout)] io_uring/io_uring.c:3026 at "
+     "io_ring_exit_work+0x44c/0xbc0, CPU#0: kworker/u8:0/10040", "WARNING in io_ring_exit_work"),
+])
+def test_the_warning_header_of_recent_kernels(header, title):
+    log = "\n".join([
+        "------------[ cut here ]------------", header,
+        "Modules linked in:",
+        "RIP: 0010:ext4_xattr_inode_update_ref+0x3f1/0x4d0",
+        "Call Trace:", " <TASK>", " ext4_xattr_set_entry+0x10f/0x1d0", " </TASK>",
+        "---[ end trace 0000000000000000 ]---"])
+    assert [r.title for r in detect(log)] == [title]
