@@ -188,8 +188,17 @@ class BoxBuild:
             self.clock.step(f"root filesystem cached in {self.rootfs}")
         self._make_image(kernel.release if kernel else None)
         self._add_to_vagrant()
+        self._remove_older_builds()
         self.clock.step(f"box {self.box.vagrant_box} ready (recipe {self.digest})")
         return True
+
+    def _remove_older_builds(self) -> None:
+        """Earlier recipes' root filesystems of this box (a GB each): the box now in Vagrant
+        is this one, and a host build must match it."""
+        for other in self.dir.parent.iterdir():
+            if other != self.dir and other.is_dir():
+                self.clock.step(f"removing the older build {other}")
+                shutil.rmtree(other, ignore_errors=True)
 
     def _preflight(self) -> None:
         if os.geteuid() != 0:

@@ -1,4 +1,10 @@
+"""Box building without building: apt sources, mirror lines, the cache of older recipes."""
+
+import io
+from pathlib import Path
+
 from harness.boxbuild import mirror_lines, parse_apt_sources
+from harness.hostexec import Stopwatch
 
 DEB822 = """Types: deb
 URIs: http://mirror.example/debian
@@ -39,3 +45,19 @@ def test_mirror_lines_come_from_the_hosts_sources(tmp_path):
     assert lines[1] == "deb http://security.example/debian-security bookworm-security main contrib"
     assert mirror_lines("bookworm", "http://given.example/d", etc_apt=tmp_path) == [
         "deb http://given.example/d bookworm main"]
+
+
+def test_a_new_build_removes_the_older_recipes_of_the_same_box_only(tmp_path, monkeypatch):
+    from harness.boxbuild import BoxBuild
+    from harness.boxes import load_catalogue
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    catalogue = load_catalogue(Path(__file__).resolve().parents[2] / "boxes.yaml")
+    build = BoxBuild(catalogue.get("debian-12"), stopwatch=Stopwatch(io.StringIO()))
+    older = build.dir.parent / "0123456789abcdef" / "rootfs"
+    other_box = tmp_path / "harness" / "boxes" / "debian-12-debug" / "fedcba9876543210"
+    for folder in (build.dir / "rootfs", older, other_box):
+        folder.mkdir(parents=True)
+    build._remove_older_builds()
+    assert (build.dir / "rootfs").is_dir() and other_box.is_dir()
+    assert not older.parent.exists()
