@@ -91,6 +91,11 @@ def cmd_vm(args: argparse.Namespace) -> int:
             if (worker / ".harness").is_dir():
                 _vm(args, worker).destroy()
                 print(f"VM of grading/xdist worker {worker.name} destroyed")
+        for other in sorted((vm.state / "boxes").glob("*")):  # @pytest.mark.vm_box's VMs
+            if (other / ".harness").is_dir():
+                args.box = other.name
+                _vm(args, other).destroy()
+                print(f"VM of box {other.name} destroyed")
         vm.destroy()
         print("VM destroyed")
     return 0
