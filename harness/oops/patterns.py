@@ -45,7 +45,7 @@ SKIP_FRAMES = _re(
     r"die|oops_\w+|__die\w*|no_context|__bad_area\w*|bad_area\w*|page_fault|do_page_fault|"
     r"__do_page_fault|handle_page_fault|do_user_addr_fault|do_kern_addr_fault|"
     r"kernelmode_fixup_or_oops|page_fault_oops|spurious_kernel_fault|"
-    r"panic|__panic|printk\w*|_printk|vprintk\w*|print_\w+|__?kasan\w*|kasan\w*|"
+    r"panic|__panic|printk\w*|_printk|vprintk\w*|print_\w+|_*kasan\w*|"
     r"check_memory_region\w*|__asan\w*|kmsan\w*|__msan\w*|ubsan\w*|__ubsan\w*|"
     r"kfence\w*|__kfence\w*|lockdep\w*|__lockdep\w*|lock_acquire\w*|lock_release|"
     r"__lock_acquire|lock_is_held\w*|_raw_\w+|do_raw_\w+|__raw_\w+|spin_\w+|"

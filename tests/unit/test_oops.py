@@ -33,6 +33,21 @@ CAPTURED = {
 }
 
 
+# Captured on the debug box (6.1.192-harness-debug: KASAN) from tests/vm/modules/planted.
+CAPTURED_DEBUG = {
+    "kasan_double_free.console": ("KASAN: invalid-free in double_free_init", "double_free"),
+    "kasan_uaf_read.console": ("KASAN: use-after-free Read in uaf_read_init", "uaf_read"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CAPTURED_DEBUG))
+def test_captured_sanitizer_reports(name):
+    title, module = CAPTURED_DEBUG[name]
+    reports = detect((LOGS / name).read_text())
+    assert [r.title for r in reports] == [title]
+    assert reports[0].module_frame is not None and reports[0].module_frame.module == module
+
+
 @pytest.mark.parametrize("name", sorted(CAPTURED))
 def test_captured_guest_logs(name):
     title, module_function = CAPTURED[name]
