@@ -237,8 +237,15 @@ def build_report(lines: list[LogLine], block: _Block) -> Report:
     access = ""
     lock_functions: list[str] = []
     in_irq = False
+    # Lockdep prints the dependency chain's stacks first and the offending task's own stack
+    # after "stack backtrace:": that one is where the module did it.
+    own_stack_from: int | None = None
+    awaiting_own_stack = False
     for line in body:
         text = line.text.strip()
+        if text == "stack backtrace:":
+            awaiting_own_stack = True
+            continue
         if IRQ_START.match(text):
             in_irq = True
             continue
@@ -258,6 +265,8 @@ def build_report(lines: list[LogLine], block: _Block) -> Report:
             continue
         frame = parse_frame(text, line.number, in_irq)
         if frame is not None and line is not body[0]:
+            if awaiting_own_stack:
+                own_stack_from, awaiting_own_stack = len(frames), False
             frames.append(frame)
         access_match = _KASAN_ACCESS.match(text)
         if access_match and not access:
@@ -278,7 +287,8 @@ def build_report(lines: list[LogLine], block: _Block) -> Report:
         if key in groups:
             groups[key] = normalise(groups[key].strip())
     title = block.fmt.title.format(func=function or "corrupted", access=access, **groups)
-    module_frame = next((f for f in [rip, *frames] if f and f.module and f.reliable), None)
+    own = frames[own_stack_from:] if own_stack_from is not None else []
+    module_frame = next((f for f in [rip, *own, *frames] if f and f.module and f.reliable), None)
     return Report(
         title=title, kind=block.fmt.kind, function=function, module=guilty_module,
         module_frame=module_frame, frames=([rip] if rip else []) + frames,

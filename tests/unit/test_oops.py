@@ -37,7 +37,16 @@ CAPTURED = {
 CAPTURED_DEBUG = {
     "kasan_double_free.console": ("KASAN: invalid-free in double_free_init", "double_free"),
     "kasan_uaf_read.console": ("KASAN: use-after-free Read in uaf_read_init", "uaf_read"),
+    "lockdep_abba.console": ("possible deadlock in abba_init", "abba"),
 }
+
+
+def test_lockdep_points_at_the_offending_tasks_own_stack_not_the_chain():
+    """The dependency chain shows where lock_b was once taken under lock_a (+0x1c); the
+    module did the inverse acquisition at +0x50, which its stack after "stack backtrace:"
+    shows."""
+    report = detect((LOGS / "lockdep_abba.console").read_text())[0]
+    assert str(report.module_frame) == "abba_init+0x50/0x1000 [abba]"
 
 
 @pytest.mark.parametrize("name", sorted(CAPTURED_DEBUG))
