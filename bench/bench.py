@@ -279,9 +279,10 @@ def _control_test(session: HarnessSession, mode: str) -> tuple[float, int, float
 def bench_sanitizers(results: dict, rounds: int) -> None:
     figures: dict[str, dict] = {}
     for box in SANITIZER_BOXES:
-        options = VMOptions(box=box)
-        vm = ready_vm(make_vm(options, BENCH_PROJECT / ".harness" / "boxes" / box,
-                              catalogue_dir=ROOT))
+        # The VMs `pytest -m vm` keeps for this checkout (the debug box's is the vm_box
+        # marker's): resumed from their clean snapshots when they exist, booted otherwise.
+        folder = ROOT if box == "debian-12" else ROOT / ".harness" / "boxes" / box
+        vm = ready_vm(make_vm(VMOptions(box=box), folder, catalogue_dir=ROOT))
         session = HarnessSession(vm, make_guest(vm))
         _control_test(session, "off")  # the build, and the kernel's first load of it
         off = [_control_test(session, "off") for _ in range(rounds)]
@@ -299,7 +300,7 @@ def bench_sanitizers(results: dict, rounds: int) -> None:
             figures[box]["verdict_with_leak_check_s"]
             - figures[box]["verdict_without_leak_check_s"], 2)
         print(f"sanitizers {box}: {figures[box]}", file=sys.stderr)
-        vm.destroy()
+        vm.power_off()
     figures["cycle_ratio_debug_vs_stock"] = round(
         figures["debian-12-debug"]["cycle_s"] / figures["debian-12"]["cycle_s"], 2)
     results["sanitizers"] = figures
@@ -310,10 +311,6 @@ def destroy_bench_vms() -> None:
     for folder in [*sorted((BENCH_PROJECT / ".harness" / "workers").glob("gw*")), BENCH_PROJECT]:
         if (folder / ".harness").is_dir():
             make_vm(VMOptions(), folder, log=null, catalogue_dir=ROOT).destroy()
-    for box in SANITIZER_BOXES:
-        folder = BENCH_PROJECT / ".harness" / "boxes" / box
-        if (folder / ".harness").is_dir():
-            make_vm(VMOptions(box=box), folder, log=null, catalogue_dir=ROOT).destroy()
 
 
 def summary(results: dict) -> list[str]:

@@ -38,8 +38,8 @@ EXPECTED: dict[str, tuple[str, dict[str, str | None]]] = {
         STOCK: "memory leak in leak_init", DEBUG: "memory leak in leak_init"}),
     "abba": ("mutex_lock(&lock_a);", {
         STOCK: None, DEBUG: "possible deadlock in abba_init"}),
-    "sleep_atomic": ("msleep(10);", {
-        STOCK: "BUG: scheduling while atomic in sleep_atomic_init",
+    "sleep_atomic": ("object = kmalloc(64, GFP_KERNEL);", {
+        STOCK: None,
         DEBUG: "BUG: sleeping function called from invalid context in sleep_atomic_init"}),
     "clean_control": ("", {STOCK: None, DEBUG: None}),
 }

@@ -1,17 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Planted bug: sleeps while holding a spinlock. */
+/* Planted bug: allocates with GFP_KERNEL (which may sleep) while holding a spinlock. */
 #include <linux/module.h>
+#include <linux/slab.h>
 #include <linux/spinlock.h>
-#include <linux/delay.h>
 
 static DEFINE_SPINLOCK(lock);
+static void *object;
 
 static int __init sleep_atomic_init(void)
 {
 	spin_lock(&lock);
-	msleep(10);
+	object = kmalloc(64, GFP_KERNEL);
 	spin_unlock(&lock);
-	pr_info("sleep_atomic: slept under a spinlock\n");
+	pr_info("sleep_atomic: allocated under a spinlock\n");
+	kfree(object);
 	return 0;
 }
 
