@@ -179,7 +179,9 @@ def symbolize(report: Report, modules: dict[str, tuple[Path, Path]],
         found = locate(ko, frame, return_address=not is_rip, source_roots=[source_dir])
         if not found:
             continue
-        inner = found[0]
+        # The module's own line (its source is at hand), not an inlined kernel header's:
+        # kmalloc() of slab.h, spin_lock() of spinlock.h.
+        inner = next((place for place in found if place.source is not None), found[0])
         text = f"{frame} at {inner}" + (f": {inner.source.strip()}" if inner.source else "")
         report.symbolized.append(text)
         if frame is report.module_frame and report.location is None:
