@@ -23,7 +23,8 @@ def cell(row: dict | None) -> str:
     if not row["location"]:
         return "nothing reported" if not wanted else "; ".join(f"`{t}`" for t in wanted)
     where = Path(row["location"]).name
-    return f"`{wanted[0]}` at {where} `{row['source']}`" + (
+    titles = " and ".join(f"`{t}`" for t in wanted)
+    return f"{titles} at {where} `{row['source']}`" + (
         "<br>" + "<br>".join(row["history"]) if row["history"] else "")
 
 
