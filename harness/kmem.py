@@ -175,11 +175,12 @@ class KmemLedger:
         return result.stdout
 
     def start(self) -> None:
-        """A fresh, empty ledger (earlier events cleared)."""
+        """A fresh, empty ledger (earlier events cleared). The tracing instance and its
+        buffer are made once per boot and kept: allocating the buffer is the slow part."""
         events = f"{INSTANCE}/events/kmem"
-        script = [f"set -e; [ -d {INSTANCE} ] || mkdir {INSTANCE}",
-                  f"echo 0 > {INSTANCE}/tracing_on",
-                  f"echo {BUFFER_KB} > {INSTANCE}/buffer_size_kb"]
+        script = [f"set -e; [ -d {INSTANCE} ] || {{ mkdir {INSTANCE}; "
+                  f"echo {BUFFER_KB} > {INSTANCE}/buffer_size_kb; }}",
+                  f"echo 0 > {INSTANCE}/tracing_on"]
         for event in ALLOC_EVENTS:
             script += [f"echo 'call_site >= {MODULES_AREA_START:#x}' > {events}/{event}/filter",
                        f"echo 1 > {events}/{event}/enable"]
@@ -189,21 +190,28 @@ class KmemLedger:
         self.started = True
 
     def stop(self) -> None:
+        """Stop recording (the instance stays for the next ledger)."""
         if self.started:
-            self.transport.run(f"echo 0 > {INSTANCE}/tracing_on; rmdir {INSTANCE}",
-                               sudo=True, timeout=60)
+            self.transport.run(f"echo 0 > {INSTANCE}/tracing_on", sudo=True, timeout=60)
             self.started = False
 
     def remember(self, span: ModuleSpan) -> None:
         """Record a module's address range while it is loaded (``Module.load`` does)."""
         self.spans[span.name] = span
 
-    def live(self) -> tuple[dict[str, Allocation], int]:
+    def live(self, then_stop: bool = False) -> tuple[dict[str, Allocation], int]:
+        """The allocations still live and the events lost; ``then_stop``: stop recording in
+        the same command (a ledger's last read)."""
         if not self.started:
             raise LedgerError("the kmem ledger was not started before the module was loaded")
         # Paired in the guest: only the allocations still live (and lost-event marks) cross.
-        return parse_trace(self._sh(f"awk {shlex.quote(LIVE_ONLY_AWK)} {INSTANCE}/trace",
-                                    timeout=120))
+        read = f"awk {shlex.quote(LIVE_ONLY_AWK)} {INSTANCE}/trace"
+        if then_stop:
+            read += f" && echo 0 > {INSTANCE}/tracing_on"
+        found = parse_trace(self._sh(read, timeout=120))
+        if then_stop:
+            self.started = False
+        return found
 
     def outstanding(self, module: str | _Named) -> list[Allocation]:
         """What ``module`` (a name or a Module) allocated since the start and nobody has freed.

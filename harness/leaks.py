@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from harness.errors import ConfigurationError
-from harness.kmem import Allocation, KmemLedger, LedgerError, ModuleSpan
+from harness.kmem import SETTLE_S, Allocation, KmemLedger, LedgerError, ModuleSpan
 from harness.oops.detect import Frame, Report
 
 if TYPE_CHECKING:
@@ -186,20 +186,29 @@ class LedgerCheck:
             self.ledger.remember(span)
 
     def findings(self) -> list[Report]:
-        if self.ledger is None or not self.ledger.started:
+        ledger = self.ledger
+        if ledger is None or not ledger.started or not ledger.spans:
             return []
-        items: list[tuple[ModuleSpan, str, int]] = []
+        for settle in (0.0, *SETTLE_S):  # frees still in flight (kfree_rcu) get a moment
+            time.sleep(settle)
+            last = settle == SETTLE_S[-1]
+            live, lost = ledger.live(then_stop=self.owned and last)
+            if lost:
+                raise LedgerError(f"{lost} kmem events were lost to a full trace buffer: the "
+                                  "ledger cannot tell what was freed")
+            items = [(span, a.call_site, a.size) for a in live.values()
+                     for span in ledger.spans.values() if span.holds(a.call_site)]
+            if not items:
+                break
         allocations: dict[str, list[Allocation]] = {}
-        for name, span in self.ledger.spans.items():
-            for allocation in self.ledger.outstanding(name):
-                items.append((span, allocation.call_site, allocation.size))
-                allocations.setdefault(allocation.call_site, []).append(allocation)
+        for allocation in live.values():
+            allocations.setdefault(allocation.call_site, []).append(allocation)
         return _group(items, self.method,
                       lambda site: [f"  {a}" for a in allocations.get(site, [])[:5]])
 
     def close(self) -> None:
         if self.ledger is not None and self.owned:
-            self.ledger.stop()
+            self.ledger.stop()  # nothing to send when findings() stopped it already
         self.ledger, self.owned = None, False
 
 
