@@ -99,3 +99,15 @@ def test_a_test_that_loads_no_module_costs_no_leak_check_command(tmp_path):
     before = len(transport.commands)
     assert not session.new_test("quiet").finish().failed
     assert not [c for c in transport.commands[before:] if "kmemleak" in c]
+
+
+def test_under_emulation_auto_takes_the_ledger_even_where_kmemleak_is(tmp_path):
+    session, transport, vm = scripted_session(tmp_path)
+    transport.kmemleak = KMEMLEAK
+    session.leak_check_mode = "auto"
+    vm.settings.driver = "qemu"
+    assert isinstance(session.new_test("tcg").leak_check, leaks.LedgerCheck)
+    session.leak_check_mode = "kmemleak"
+    assert isinstance(session.new_test("asked").leak_check, KmemleakCheck)
+    vm.settings.driver, session.leak_check_mode = "kvm", "auto"
+    assert isinstance(session.new_test("kvm").leak_check, KmemleakCheck)
