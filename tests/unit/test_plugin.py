@@ -99,8 +99,7 @@ import pytest
 from fakeguest import scripted_session
 
 import harness.plugin
-
-OPENED = []
+from box_opened import OPENED
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +120,7 @@ harness.plugin._open_session = _open_session
 
 BOX_TESTS = """
 import pytest
-from conftest import OPENED
+from box_opened import OPENED
 
 from harness.plugin import test_run_of
 
@@ -155,6 +154,8 @@ def test_the_run_s_own_box_by_its_vagrant_name(request):
 
 def test_vm_box_runs_a_test_on_another_box_s_vm_started_once(pytester: pytest.Pytester):
     pytester.syspathinsert(Path(__file__).parent)  # fakeguest
+    pytester.syspathinsert()  # box_opened: the VMs the conftest opened, seen by the tests
+    pytester.makepyfile(box_opened="OPENED = []\n")
     pytester.makeconftest(BOX_CONFTEST)
     pytester.makepyfile(test_boxes=BOX_TESTS)
     result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
