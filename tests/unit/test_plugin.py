@@ -157,6 +157,6 @@ def test_vm_box_runs_a_test_on_another_box_s_vm_started_once(pytester: pytest.Py
     pytester.syspathinsert()  # box_opened: the VMs the conftest opened, seen by the tests
     pytester.makepyfile(box_opened="OPENED = []\n")
     pytester.makeconftest(BOX_CONFTEST)
-    pytester.makepyfile(test_boxes=BOX_TESTS)
+    pytester.makepyfile(test_vm_box_choice=BOX_TESTS)
     result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
     result.assert_outcomes(passed=4)
