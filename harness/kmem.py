@@ -199,19 +199,23 @@ class KmemLedger:
         """Record a module's address range while it is loaded (``Module.load`` does)."""
         self.spans[span.name] = span
 
-    def live(self, then_stop: bool = False) -> tuple[dict[str, Allocation], int]:
-        """The allocations still live and the events lost; ``then_stop``: stop recording in
-        the same command (a ledger's last read)."""
+    def live(self, then_stop: bool = False) -> dict[str, Allocation]:
+        """The allocations still live (``LedgerError`` when events were lost: then nobody can
+        tell); ``then_stop``: stop recording in the same command (a ledger's last read)."""
         if not self.started:
             raise LedgerError("the kmem ledger was not started before the module was loaded")
         # Paired in the guest: only the allocations still live (and lost-event marks) cross.
         read = f"awk {shlex.quote(LIVE_ONLY_AWK)} {INSTANCE}/trace"
         if then_stop:
             read += f" && echo 0 > {INSTANCE}/tracing_on"
-        found = parse_trace(self._sh(read, timeout=120))
+        live, lost = parse_trace(self._sh(read, timeout=120))
         if then_stop:
             self.started = False
-        return found
+        if lost:
+            raise LedgerError(
+                f"{lost} kmem events were lost to a full trace buffer ({BUFFER_KB} KiB per "
+                "CPU): the ledger cannot tell what was freed")
+        return live
 
     def outstanding(self, module: str | _Named) -> list[Allocation]:
         """What ``module`` (a name or a Module) allocated since the start and nobody has freed.
@@ -220,11 +224,7 @@ class KmemLedger:
         span = self.spans.get(module)
         for settle in (0.0, *SETTLE_S):
             time.sleep(settle)
-            live, lost = self.live()
-            if lost:
-                raise LedgerError(
-                    f"{lost} kmem events were lost to a full trace buffer ({BUFFER_KB} KiB per "
-                    "CPU): the ledger cannot tell what was freed")
+            live = self.live()
             mine = [a for a in live.values()
                     if (span.holds(a.call_site) if span else a.call_site.endswith(f"[{module}]"))]
             if not mine or module_is_loaded(self.transport, module):

@@ -192,10 +192,7 @@ class LedgerCheck:
         for settle in (0.0, *SETTLE_S):  # frees still in flight (kfree_rcu) get a moment
             time.sleep(settle)
             last = settle == SETTLE_S[-1]
-            live, lost = ledger.live(then_stop=self.owned and last)
-            if lost:
-                raise LedgerError(f"{lost} kmem events were lost to a full trace buffer: the "
-                                  "ledger cannot tell what was freed")
+            live = ledger.live(then_stop=self.owned and last)
             items = [(span, a.call_site, a.size) for a in live.values()
                      for span in ledger.spans.values() if span.holds(a.call_site)]
             if not items:

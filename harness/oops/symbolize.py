@@ -14,8 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.oops.detect import Frame, Report
-from harness.oops.patterns import FRAME
+from harness.oops.detect import Frame, Report, parse_frame
 
 # KASAN's history of the object: who allocated it, who freed it (and queued work on it).
 _HISTORY_HEADER = re.compile(r"^(?P<event>Allocated|Freed|Last potentially related work "
@@ -205,12 +204,10 @@ def object_history(report: Report, modules: dict[str, tuple[Path, Path]]) -> lis
         if not line.strip():
             event = None
             continue
-        match = FRAME.match(line)
-        if not match or not match["module"] or match["module"] not in modules:
+        frame = parse_frame(line, 0)
+        if frame is None or frame.module not in modules:
             continue
-        ko, source_dir = modules[match["module"]]
-        frame = Frame(match["func"], int(line.split("+0x")[1].split("/")[0], 16), 0,
-                      match["module"], 0)
+        ko, source_dir = modules[frame.module]
         found = locate(ko, frame, return_address=True, source_roots=[source_dir])
         text = f"{event} by {frame.function}"
         if found:
