@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import harness.plugin
+
 
 @pytest.mark.parametrize("form", ["separate", "joined"])
 @pytest.mark.parametrize("suite_ini", [False, True])
@@ -115,7 +117,12 @@ def _open_session(config, options, project, state_subdir=""):
     return session
 
 
-harness.plugin._open_session = _open_session
+def pytest_configure(config):
+    # This session runs in the outer pytest's process (runpytest): the module global is put
+    # back when it ends, or the outer run's own VM tests would get scripted VMs.
+    real = harness.plugin._open_session
+    harness.plugin._open_session = _open_session
+    config.add_cleanup(lambda: setattr(harness.plugin, "_open_session", real))
 """
 
 BOX_TESTS = """
@@ -158,5 +165,7 @@ def test_vm_box_runs_a_test_on_another_box_s_vm_started_once(pytester: pytest.Py
     pytester.makepyfile(box_opened="OPENED = []\n")
     pytester.makeconftest(BOX_CONFTEST)
     pytester.makepyfile(test_vm_box_choice=BOX_TESTS)
+    real_open_session = harness.plugin._open_session
     result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
     result.assert_outcomes(passed=4)
+    assert harness.plugin._open_session is real_open_session  # nothing leaks into this run
