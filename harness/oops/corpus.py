@@ -46,7 +46,7 @@ def load_case(path: Path) -> CorpusCase:
     for line in header.decode(errors="replace").splitlines():
         key, _, value = line.partition(": ")
         if key == "TITLE":
-            title = value.strip()
+            title = value.strip() or None  # an empty title: no report
         elif key == "ALT":
             alt.append(value.strip())
     return CorpusCase(path, title, alt, log)

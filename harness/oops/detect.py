@@ -1,8 +1,9 @@
 """Finding crash reports in a kernel log, titling them, and naming the guilty frames.
 
-Small pure functions over lines (after NIPA's ``crash.py``): split the log into report blocks
-at header lines from :mod:`harness.oops.patterns`, then read each block's own RIP line and call
-trace, never a neighbour's (a later oops can re-print an earlier RIP).
+Small pure functions over lines: split the log into report blocks at header lines (a word of
+one of :mod:`harness.oops.patterns`' groups), title each with :mod:`harness.oops.title`, and read
+each block's own RIP line and call trace for its module frame, never a neighbour's (a later oops
+can re-print an earlier RIP).
 """
 
 from __future__ import annotations
@@ -13,25 +14,26 @@ from dataclasses import asdict, dataclass, field
 from harness.oops.logtext import LogLine, parse_log
 from harness.oops.patterns import (
     FOLLOW_UPS,
-    FORMATS,
     FRAME,
+    GROUPS,
     HEADER_HINT,
-    HEADER_PREFIX,
+    HEADER_LEAD,
     IRQ_END,
     IRQ_START,
     LOCK_AT,
     REPORT_END,
     RIP,
-    SKIP_FRAMES,
-    TITLE_NORMALISERS,
-    CrashFormat,
+    Group,
 )
+from harness.oops.title import Titled, normalise, title_report
 
-MAX_REPORT_LINES = 200
-FOLLOW_UP_WINDOW = 6  # a header this close to the previous one, before any frame, continues it
+MAX_REPORT_LINES = 200  # of a report as shown
+MAX_TITLE_LINES = 1000  # read for a report's title: its call traces can follow a long preamble
 _FUNC_SUFFIX = re.compile(r"\.(?:isra|constprop|part|cold|llvm|lto_priv)(?:\.\d+)*$")
 _CUT_HERE = re.compile(r"^-+\[ cut here \]-+$")
-_KASAN_ACCESS = re.compile(r"^(?P<access>Read|Write) (?:of size \d+|at addr)")
+_REPLAYED = "** replaying previous printk message **"
+_CPU_TRACEBACK = "Sending NMI from CPU"
+_UNRELIABLE = " (unreliable)"  # powerpc's mark of a frame that may not be a caller
 
 
 @dataclass(frozen=True)
@@ -108,17 +110,6 @@ class Report:
         return "\n".join(out)
 
 
-def match_header(text: str) -> tuple[CrashFormat, re.Match[str]] | None:
-    if not HEADER_HINT.search(text):
-        return None
-    text = HEADER_PREFIX.sub("", text, count=1).removesuffix(" ]")
-    for fmt in FORMATS:
-        match = fmt.header.search(text)
-        if match and not any(s.search(text) for s in fmt.suppress):
-            return fmt, match
-    return None
-
-
 def parse_frame(text: str, line: int, in_irq: bool = False) -> Frame | None:
     match = FRAME.match(text)
     if not match:
@@ -137,105 +128,91 @@ def clean_function(name: str) -> str:
     return _FUNC_SUFFIX.sub("", name)
 
 
-def normalise(text: str) -> str:
-    for pattern, replacement in TITLE_NORMALISERS:
-        text = pattern.sub(replacement, text)
-    return text
+__all__ = ["Frame", "Report", "detect", "normalise", "parse_frame"]
+
+
+
+
+def header_group(text: str) -> Group | None:
+    """The group whose word starts a report on this line, if any."""
+    if not HEADER_HINT.search(text):
+        return None
+    for group in GROUPS:
+        position = text.find(group.word)
+        if position < 0 or any(s.search(text) for s in group.suppress):
+            continue
+        if position == 0 or HEADER_LEAD.fullmatch(text, 0, position):
+            return group
+    return None
 
 
 @dataclass
 class _Block:
-    fmt: CrashFormat
-    match: re.Match[str]
-    start: int  # index into lines
-    end: int
-    panicked: bool
+    group: Group
+    start: int  # index into lines: the header
+    end: int  # last line shown
+    title_end: int  # last line read for the title
+    panicked: bool = False
 
 
 def split_blocks(lines: list[LogLine]) -> list[_Block]:
     blocks: list[_Block] = []
     current: _Block | None = None
-    frames_seen = False
     for index, line in enumerate(lines):
-        text = line.text.strip()
-        if current is not None:
-            if REPORT_END.match(text):
+        text = line.text
+        if current is not None and index <= current.end:
+            if REPORT_END.match(text.strip()):
                 current.end = index
                 current.panicked |= "Kernel panic" in text
-                current = None
-                continue
-            if index - current.start >= MAX_REPORT_LINES:
+            elif index - current.start >= MAX_REPORT_LINES:
                 current.end = index - 1
-                current = None
-        found = match_header(text)
-        if found is None:
-            if current is not None and not frames_seen and (FRAME.match(text) or RIP.match(text)):
-                frames_seen = True
+        group = header_group(text)
+        if group is None:
             continue
-        fmt, match = found
-        if current is not None and (
-            FOLLOW_UPS.match(text)
-            or (index - current.start <= FOLLOW_UP_WINDOW and not frames_seen)
-        ):
-            current.panicked |= fmt.panicked
+        if index + 1 < len(lines) and _REPLAYED in lines[index + 1].text:
+            continue
+        if blocks and FOLLOW_UPS.search(text):
+            blocks[-1].panicked |= "Kernel panic" in text
             continue
         if current is not None:
-            current.end = index - 1
+            current.end = min(current.end, index - 1)
+            current.title_end = index - 1
         start = index - 1 if index > 0 and _CUT_HERE.match(lines[index - 1].text.strip()) \
             else index
-        current = _Block(fmt, match, start, len(lines) - 1, fmt.panicked)
-        frames_seen = False
+        current = _Block(group, start, len(lines) - 1, len(lines) - 1,
+                         "Kernel panic" in text)
         blocks.append(current)
     return blocks
 
 
-def _guilty(fmt: CrashFormat, match: re.Match[str], rip: Frame | None,
-            frames: list[Frame], lock_functions: list[str]) -> Frame | str | None:
-    extra_skip = [re.compile(p) for p in fmt.skip]
-
-    def skipped(name: str) -> bool:
-        return bool(SKIP_FRAMES.match(name)) or any(p.match(name) for p in extra_skip)
-
-    for source in fmt.guilty:
-        header_func = clean_function(match["func"]) if match.groupdict().get("func") else None
-        if source == "header" and header_func and not skipped(header_func):
-            return header_func
-        if source == "lock":
-            for name in lock_functions:
-                if not skipped(name):
-                    return name
-        if source == "rip" and rip is not None and not skipped(rip.function):
-            return rip
-        if source in ("stack", "task"):
-            for frame in frames:
-                if source == "task" and frame.in_irq:
-                    continue
-                if frame.reliable and not skipped(frame.function):
-                    return frame
-    # Only helpers: name the header's or the RIP's function rather than nothing.
-    if match.groupdict().get("func"):
-        return clean_function(match["func"])
-    return rip
-
-
-def _header_frame(block: _Block, lines: list[LogLine]) -> Frame | None:
-    if not block.match.groupdict().get("func"):
-        return None
-    text = block.match.string
-    offset, length = _offsets(text, block.match.end("func"))
-    module = re.match(r"\+0x[0-9a-f]+/0x[0-9a-f]+\s+\[([\w-]+)\]", text[block.match.end("func"):])
-    header_line = next((ln.number for ln in lines[block.start:block.start + 2]
-                        if ln.text.strip().endswith(text.strip()[-20:])), lines[block.start].number)
-    return Frame(clean_function(block.match["func"]), offset, length,
-                 module.group(1) if module else None, header_line)
+def _title_lines(lines: list[LogLine], block: _Block, header: int) -> list[str]:
+    """The block's lines from its header on, as its printer wrote them: with caller ids, only
+    the header's own task or CPU (and every CPU's once an all-CPU backtrace starts)."""
+    context = lines[header].context
+    if context is None:
+        return [line.text for line in lines[header:min(block.title_end,
+                                                       header + MAX_TITLE_LINES) + 1]
+                if not line.text.endswith(_UNRELIABLE)]
+    # Another task's report starting meanwhile does not end this one's.
+    window = lines[header:header + MAX_TITLE_LINES]
+    selected, all_cpus = [], False
+    for line in window:
+        if _CPU_TRACEBACK in line.text:
+            all_cpus = True
+        if line.text.endswith(_UNRELIABLE):
+            continue
+        if line.context in (None, context) or (all_cpus and line.context.startswith("C")):
+            selected.append(line.text)
+    return selected
 
 
 def build_report(lines: list[LogLine], block: _Block) -> Report:
+    header = block.start + 1 if block.start < len(lines) and \
+        header_group(lines[block.start].text) is None else block.start
+    titled: Titled = title_report(block.group, _title_lines(lines, block, header))
     body = lines[block.start:block.end + 1]
     rip: Frame | None = None
     frames: list[Frame] = []
-    access = ""
-    lock_functions: list[str] = []
     in_irq = False
     # Lockdep prints the dependency chain's stacks first and the offending task's own stack
     # after "stack backtrace:": that one is where the module did it.
@@ -252,9 +229,7 @@ def build_report(lines: list[LogLine], block: _Block) -> Report:
         if IRQ_END.match(text):
             in_irq = False
             continue
-        lock_match = LOCK_AT.search(text)
-        if lock_match:
-            lock_functions.append(clean_function(lock_match["func"]))
+        if LOCK_AT.search(text):
             continue
         rip_match = RIP.match(text)
         if rip_match:
@@ -268,34 +243,38 @@ def build_report(lines: list[LogLine], block: _Block) -> Report:
             if awaiting_own_stack:
                 own_stack_from, awaiting_own_stack = len(frames), False
             frames.append(frame)
-        access_match = _KASAN_ACCESS.match(text)
-        if access_match and not access:
-            access = " " + access_match["access"]
-    header_frame = _header_frame(block, lines)
-    if rip is None and header_frame is not None:
-        rip = header_frame  # "WARNING: ... at file.c:16 func+0xe/0x15 [mod]" names the spot
-    guilty = _guilty(block.fmt, block.match, rip, frames, lock_functions)
-    function = guilty.function if isinstance(guilty, Frame) else guilty
-    guilty_module = guilty.module if isinstance(guilty, Frame) else None
-    if guilty_module is None and function:
-        guilty_module = next((f.module for f in [rip, *frames] if f and f.function == function),
-                             None)
-    corrupted = function is None and not block.fmt.no_func
-    groups = {k: (v or "") for k, v in block.match.groupdict().items()}
-    groups.pop("func", None)
-    for key in ("message", "rest"):
-        if key in groups:
-            groups[key] = normalise(groups[key].strip())
-    title = block.fmt.title.format(func=function or "corrupted", access=access, **groups)
+    if rip is None:
+        rip = _header_frame(lines[header])
+    guilty = titled.guilty
+    function = clean_function(guilty.name) if guilty else None
+    module = guilty.module if guilty else None
+    if module is None and function:
+        module = next((f.module for f in [rip, *frames] if f and f.function == function), None)
     own = frames[own_stack_from:] if own_stack_from is not None else []
     module_frame = next((f for f in [rip, *own, *frames] if f and f.module and f.reliable), None)
+    fmt = titled.fmt
     return Report(
-        title=title, kind=block.fmt.kind, function=function, module=guilty_module,
-        module_frame=module_frame, frames=([rip] if rip else []) + frames,
+        title=titled.title, kind=fmt.kind if fmt else block.group.word.rstrip(": "),
+        function=function, module=module, module_frame=module_frame,
+        frames=([rip] if rip else []) + frames,
         start_line=body[0].number, end_line=body[-1].number,
-        lines=[line.text for line in body], corrupted=corrupted,
-        panicked=block.panicked or any("Kernel panic - not syncing" in ln.text for ln in body),
+        lines=[line.text for line in body], corrupted=titled.corrupted,
+        panicked=(block.panicked or bool(fmt and fmt.panicked)
+                  or any("Kernel panic - not syncing" in ln.text for ln in body)),
     )
+
+
+_HEADER_FRAME = re.compile(r"\bat (?:\S+:\d+ )?(?P<func>[A-Za-z_.$][\w.$]*)"
+                           r"\+0x([0-9a-f]+)/0x([0-9a-f]+)(?:\s+\[(?P<module>[\w-]+)\])?")
+
+
+def _header_frame(line: LogLine) -> Frame | None:
+    """"WARNING: CPU: 0 PID: 1 at x.c:16 func+0xe/0x15 [mod]" names the spot."""
+    match = _HEADER_FRAME.search(line.text)
+    if match is None:
+        return None
+    return Frame(clean_function(match["func"]), int(match[2], 16), int(match[3], 16),
+                 match["module"], line.number)
 
 
 def detect(log: str | bytes | list[str] | list[LogLine],

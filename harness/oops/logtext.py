@@ -17,7 +17,7 @@ _KMSG_RECORD = re.compile(r"^(\d+),(\d+),(\d+),[^;]*;(.*)$")
 _PREFIX = re.compile(
     r"^(?:<\d+>)?"  # syslog level
     r"(?:\[\s*\d+\.\d+\]\s?)?"  # timestamp
-    r"(?:\[\s*[TC]\d+\]\s?)?"  # caller id (CONFIG_PRINTK_CALLER)
+    r"(?:\[\s*(?P<context>[TC]\d+)\]\s?)?"  # caller id (CONFIG_PRINTK_CALLER)
 )
 # A timestamp after other text: a serial console interleaves a login prompt or user output.
 _LATE_TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*\d+\.\d{6}\](?:\[\s*[TC]\d+\])?\s?")
@@ -37,19 +37,28 @@ class LogLine:
     number: int  # 1-based line number in the input
     text: str  # the message, without timestamp, level or caller prefixes
     raw: str
+    context: str | None = None  # the printing task or CPU ("T123", "C1"): CONFIG_PRINTK_CALLER
 
 
 def strip_prefix(line: str) -> str:
     """The message of a console line. A timestamp further in starts a message of its own that
     the console glued to one printed without a newline: it is taken when nothing else is, or
     when it begins like a crash header."""
-    stripped = _PREFIX.sub("", line, count=1)
+    return _split_prefix(line)[0]
+
+
+def _split_prefix(line: str) -> tuple[str, str | None]:
+    prefix = _PREFIX.match(line)
+    context = prefix["context"] if prefix else None
+    stripped = line[prefix.end():] if prefix else line
+    if "[" not in stripped:
+        return stripped, context
     late = _LATE_TIMESTAMP.search(stripped)
     if late is None:
-        return stripped
+        return stripped, context
     if len(stripped) == len(line) or _GLUED_HEADER.match(stripped, late.end()):
-        return stripped[late.end():]
-    return stripped
+        return stripped[late.end():], context
+    return stripped, context
 
 
 def parse_log(data: str | bytes) -> list[LogLine]:
@@ -61,6 +70,9 @@ def parse_log(data: str | bytes) -> list[LogLine]:
         if raw.startswith(" ") and lines and _KMSG_RECORD.match(lines[-1].raw):
             continue  # a /dev/kmsg continuation line (KEY=VALUE)
         record = _KMSG_RECORD.match(raw)
-        text = unescape(record.group(4)) if record else strip_prefix(raw)
-        lines.append(LogLine(number, text.rstrip(), raw))
+        if record:
+            text, context = unescape(record.group(4)), None
+        else:
+            text, context = _split_prefix(raw)
+        lines.append(LogLine(number, text.rstrip(), raw, context))
     return lines
