@@ -11,16 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 
-from harness.oops.logtext import LogLine, parse_log
+from harness.oops.logtext import Log, LogLine, read_log
 from harness.oops.patterns import (
     FOLLOW_UPS,
     FRAME,
     GROUPS,
     HEADER_HINT,
     HEADER_LEAD,
-    IRQ_END,
-    IRQ_START,
-    LOCK_AT,
     REPORT_END,
     RIP,
     Group,
@@ -34,6 +31,14 @@ _CUT_HERE = re.compile(r"^-+\[ cut here \]-+$")
 _REPLAYED = "** replaying previous printk message **"
 _CPU_TRACEBACK = "Sending NMI from CPU"
 _UNRELIABLE = " (unreliable)"  # powerpc's mark of a frame that may not be a caller
+_UNRELIABLE_LINE = re.compile(r"^.* \(unreliable\)\n?", re.MULTILINE)
+# The line patterns of harness.oops.patterns, for searching a whole report at once.
+RIP_LINE = re.compile(r"^[ \t]*" + RIP.pattern.removeprefix("^"), re.MULTILINE)
+FRAME_LINE_ANY = re.compile(r"^[ \t]*" + FRAME.pattern.removeprefix(r"^\s*"), re.MULTILINE)
+REPORT_END_LINE = re.compile(
+    r"^[ \t]*" + REPORT_END.pattern.removeprefix("^").replace("|^", "|^[ \t]*"), re.MULTILINE)
+IRQ_START_LINE = re.compile(r"^\s*<(?:IRQ|NMI|EOI)>\s*$", re.MULTILINE)
+IRQ_END_LINE = re.compile(r"^\s*(?:</(?:IRQ|NMI|EOI)>|<TASK>)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ def _offsets(text: str, pos: int) -> tuple[int, int]:
 
 
 def clean_function(name: str) -> str:
-    return _FUNC_SUFFIX.sub("", name)
+    return _FUNC_SUFFIX.sub("", name) if "." in name else name
 
 
 __all__ = ["Frame", "Report", "detect", "normalise", "parse_frame"]
@@ -149,102 +154,110 @@ def header_group(text: str) -> Group | None:
 @dataclass
 class _Block:
     group: Group
-    start: int  # index into lines: the header
+    header: int  # index of the header line
+    start: int  # first line shown (a "cut here" line before the header, or the header)
     end: int  # last line shown
     title_end: int  # last line read for the title
     panicked: bool = False
 
 
-def split_blocks(lines: list[LogLine]) -> list[_Block]:
-    blocks: list[_Block] = []
-    current: _Block | None = None
-    for index, line in enumerate(lines):
-        text = line.text
-        if current is not None and index <= current.end:
-            if REPORT_END.match(text.strip()):
-                current.end = index
-                current.panicked |= "Kernel panic" in text
-            elif index - current.start >= MAX_REPORT_LINES:
-                current.end = index - 1
-        group = header_group(text)
+def split_blocks(log: Log) -> list[_Block]:
+    """Report blocks, found from one search for header words over the whole log."""
+    headers: list[tuple[int, Group]] = []
+    last = -1
+    for hint in HEADER_HINT.finditer(log.text):
+        index = log.line_at(hint.start())
+        if index == last:
+            continue
+        last = index
+        group = header_group(log.texts[index])
         if group is None:
             continue
-        if index + 1 < len(lines) and _REPLAYED in lines[index + 1].text:
+        if index + 1 < len(log.texts) and _REPLAYED in log.texts[index + 1]:
             continue
+        headers.append((index, group))
+    if not headers:
+        return []
+    ends = [log.line_at(m.start()) for m in REPORT_END_LINE.finditer(log.text)]
+    blocks: list[_Block] = []
+    for index, group in headers:
+        text = log.texts[index]
         if blocks and FOLLOW_UPS.search(text):
             blocks[-1].panicked |= "Kernel panic" in text
             continue
-        if current is not None:
-            current.end = min(current.end, index - 1)
-            current.title_end = index - 1
-        start = index - 1 if index > 0 and _CUT_HERE.match(lines[index - 1].text.strip()) \
+        if blocks:
+            previous = blocks[-1]
+            previous.end = min(previous.end, index - 1)
+            previous.title_end = index - 1
+        start = index - 1 if index > 0 and _CUT_HERE.match(log.texts[index - 1].strip()) \
             else index
-        current = _Block(group, start, len(lines) - 1, len(lines) - 1,
-                         "Kernel panic" in text)
-        blocks.append(current)
+        end = min(len(log.texts) - 1, start + MAX_REPORT_LINES - 1)
+        closing = next((e for e in ends if index < e <= end), None)
+        panicked = "Kernel panic" in text
+        if closing is not None:
+            end = closing
+            panicked |= "Kernel panic" in log.texts[closing]
+        blocks.append(_Block(group, index, start, end, len(log.texts) - 1, panicked))
     return blocks
 
 
-def _title_lines(lines: list[LogLine], block: _Block, header: int) -> list[str]:
-    """The block's lines from its header on, as its printer wrote them: with caller ids, only
-    the header's own task or CPU (and every CPU's once an all-CPU backtrace starts)."""
-    context = lines[header].context
+def _title_text(log: Log, block: _Block) -> str:
+    """The block's text from its header on, as its printer wrote it: with caller ids, only the
+    header's own task or CPU (and every CPU's once an all-CPU backtrace starts)."""
+    header = block.header
+    context = log.context(header)
     if context is None:
-        return [line.text for line in lines[header:min(block.title_end,
-                                                       header + MAX_TITLE_LINES) + 1]
-                if not line.text.endswith(_UNRELIABLE)]
+        text = log.span(header, min(block.title_end, header + MAX_TITLE_LINES))
+        if _UNRELIABLE in text:
+            text = _UNRELIABLE_LINE.sub("", text)
+        return text
     # Another task's report starting meanwhile does not end this one's.
-    window = lines[header:header + MAX_TITLE_LINES]
-    selected, all_cpus = [], False
-    for line in window:
-        if _CPU_TRACEBACK in line.text:
-            all_cpus = True
-        if line.text.endswith(_UNRELIABLE):
-            continue
-        if line.context in (None, context) or (all_cpus and line.context.startswith("C")):
-            selected.append(line.text)
-    return selected
+    last = min(len(log.texts), header + MAX_TITLE_LINES)
+    assert log.contexts is not None
+    pairs = list(zip(log.contexts[header:last], log.texts[header:last], strict=True))
+    everyone = next((i for i, (_, text) in enumerate(pairs) if _CPU_TRACEBACK in text),
+                    len(pairs))
+    kept = [text for ctx, text in pairs[:everyone] if ctx is None or ctx == context]
+    kept += [text for ctx, text in pairs[everyone:]
+             if ctx is None or ctx == context or ctx.startswith("C")]
+    return "\n".join(text for text in kept if not text.endswith(_UNRELIABLE))
 
 
-def build_report(lines: list[LogLine], block: _Block) -> Report:
-    header = block.start + 1 if block.start < len(lines) and \
-        header_group(lines[block.start].text) is None else block.start
-    titled: Titled = title_report(block.group, _title_lines(lines, block, header))
-    body = lines[block.start:block.end + 1]
+def _marks(pattern: re.Pattern[str], text: str) -> list[int]:
+    return [match.start() for match in pattern.finditer(text)]
+
+
+def build_report(log: Log, block: _Block) -> Report:
+    titled: Titled = title_report(block.group, _title_text(log, block))
+    body = log.span(block.start, block.end)
+    base = log.starts[block.start]
+    first_frame_at = log.starts[block.start + 1] - base if block.end > block.start else len(body)
+    irq_marks = sorted([(p, True) for p in _marks(IRQ_START_LINE, body)]
+                       + [(p, False) for p in _marks(IRQ_END_LINE, body)])
+    own_stack_mark = body.find("\nstack backtrace:")
+    rip_match = RIP_LINE.search(body)
     rip: Frame | None = None
+    if rip_match:
+        rip = Frame(clean_function(rip_match["func"]), int(rip_match["offset"], 16),
+                    int(rip_match["length"], 16), rip_match["module"],
+                    log.number(log.line_at(base + rip_match.start())))
     frames: list[Frame] = []
-    in_irq = False
-    # Lockdep prints the dependency chain's stacks first and the offending task's own stack
-    # after "stack backtrace:": that one is where the module did it.
     own_stack_from: int | None = None
-    awaiting_own_stack = False
-    for line in body:
-        text = line.text.strip()
-        if text == "stack backtrace:":
-            awaiting_own_stack = True
-            continue
-        if IRQ_START.match(text):
-            in_irq = True
-            continue
-        if IRQ_END.match(text):
-            in_irq = False
-            continue
-        if LOCK_AT.search(text):
-            continue
-        rip_match = RIP.match(text)
-        if rip_match:
-            if rip is None:
-                offset, length = _offsets(text, rip_match.end("func"))
-                rip = Frame(clean_function(rip_match["func"]), offset, length,
-                            rip_match["module"], line.number)
-            continue
-        frame = parse_frame(text, line.number, in_irq)
-        if frame is not None and line is not body[0]:
-            if awaiting_own_stack:
-                own_stack_from, awaiting_own_stack = len(frames), False
-            frames.append(frame)
+    for match in FRAME_LINE_ANY.finditer(body, first_frame_at):
+        position = match.start()
+        in_irq = False
+        for mark, opens in irq_marks:
+            if mark > position:
+                break
+            in_irq = opens
+        if own_stack_from is None and 0 <= own_stack_mark < position:
+            own_stack_from = len(frames)
+        frames.append(Frame(clean_function(match["func"]), int(match["offset"], 16),
+                            int(match["length"], 16), match["module"],
+                            log.number(log.line_at(base + position)),
+                            not match["unreliable"], in_irq))
     if rip is None:
-        rip = _header_frame(lines[header])
+        rip = _header_frame(log.line(block.header))
     guilty = titled.guilty
     function = clean_function(guilty.name) if guilty else None
     module = guilty.module if guilty else None
@@ -253,14 +266,15 @@ def build_report(lines: list[LogLine], block: _Block) -> Report:
     own = frames[own_stack_from:] if own_stack_from is not None else []
     module_frame = next((f for f in [rip, *own, *frames] if f and f.module and f.reliable), None)
     fmt = titled.fmt
+    lines = log.texts[block.start:block.end + 1]
     return Report(
         title=titled.title, kind=fmt.kind if fmt else block.group.word.rstrip(": "),
         function=function, module=module, module_frame=module_frame,
         frames=([rip] if rip else []) + frames,
-        start_line=body[0].number, end_line=body[-1].number,
-        lines=[line.text for line in body], corrupted=titled.corrupted,
+        start_line=log.number(block.start), end_line=log.number(block.end),
+        lines=lines, corrupted=titled.corrupted,
         panicked=(block.panicked or bool(fmt and fmt.panicked)
-                  or any("Kernel panic - not syncing" in ln.text for ln in body)),
+                  or "Kernel panic - not syncing" in body),
     )
 
 
@@ -280,9 +294,14 @@ def _header_frame(line: LogLine) -> Frame | None:
 def detect(log: str | bytes | list[str] | list[LogLine],
            ignore: list[str] | None = None) -> list[Report]:
     """Every crash report in a log, in order. ``ignore``: regexes of titles that are noise."""
-    if isinstance(log, list) and log and isinstance(log[0], str):
-        log = "\n".join(log)  # type: ignore[arg-type]
-    lines = parse_log(log) if isinstance(log, (str, bytes)) else log  # type: ignore[arg-type]
+    if isinstance(log, list):
+        if log and isinstance(log[0], LogLine):
+            parsed = Log([ln.text for ln in log], [ln.raw for ln in log],  # type: ignore[union-attr]
+                         [ln.context for ln in log], [ln.number for ln in log])  # type: ignore[union-attr]
+        else:
+            parsed = read_log("\n".join(log))  # type: ignore[arg-type]
+    else:
+        parsed = read_log(log)
     ignored = [re.compile(p) for p in (ignore or [])]
-    reports = [build_report(lines, block) for block in split_blocks(lines)]
+    reports = [build_report(parsed, block) for block in split_blocks(parsed)]
     return [r for r in reports if not any(p.search(r.title) for p in ignored)]

@@ -8,8 +8,10 @@ reports can point back at it.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # /dev/kmsg escapes non-printable bytes (and backslash) as \xNN.
 _KMSG_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
@@ -61,18 +63,88 @@ def _split_prefix(line: str) -> tuple[str, str | None]:
     return stripped, context
 
 
-def parse_log(data: str | bytes) -> list[LogLine]:
+@dataclass
+class Log:
+    """A whole log as parallel lists: one entry a line, plus the messages joined by newlines,
+    so that searching for a pattern is one regex call over ``text``, not one a line."""
+
+    texts: list[str]  # messages, prefixes stripped, trailing blanks removed
+    raws: list[str]
+    contexts: list[str | None] | None  # None when no line carries a caller id
+    numbers: list[int] | None  # line numbers in the input; None when they are index + 1
+    text: str = ""
+    starts: list[int] = field(default_factory=list)  # offset of each line in ``text``
+
+    def __post_init__(self) -> None:
+        self.text = "\n".join(self.texts)
+        self.starts = list(itertools.accumulate((len(t) + 1 for t in self.texts[:-1]),
+                                                initial=0))
+
+    def number(self, index: int) -> int:
+        return self.numbers[index] if self.numbers is not None else index + 1
+
+    def context(self, index: int) -> str | None:
+        return self.contexts[index] if self.contexts is not None else None
+
+    def line_at(self, offset: int) -> int:
+        """The index of the line holding ``offset`` of ``text``."""
+        return bisect.bisect_right(self.starts, offset) - 1
+
+    def span(self, first: int, last: int) -> str:
+        """Lines ``first`` to ``last`` (inclusive) of ``text``."""
+        return self.text[self.starts[first]:self.starts[last] + len(self.texts[last])]
+
+    def line(self, index: int) -> LogLine:
+        return LogLine(self.number(index), self.texts[index], self.raws[index],
+                       self.context(index))
+
+
+# One match a line: its level, timestamp, caller id and message.
+_CONSOLE_LINE = re.compile(r"^(?:<\d+>)?(?:\[\s*\d+\.\d+\]\s?)?(?:\[\s*([TC]\d+)\]\s?)?(.*)$",
+                           re.MULTILINE)
+# A timestamp or caller id after the start of a line.
+_LATE = re.compile(r".\[\s*\d+\.\d{6}\]")
+
+
+def read_log(data: str | bytes) -> Log:
     if isinstance(data, bytes):
         data = data.decode("utf-8", errors="replace")
-    data = _ANSI.sub("", data.replace("\r\n", "\n").replace("\r", "\n"))
-    lines: list[LogLine] = []
-    for number, raw in enumerate(data.split("\n"), start=1):
-        if raw.startswith(" ") and lines and _KMSG_RECORD.match(lines[-1].raw):
+    if "\r" in data:
+        data = data.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x1b" in data:
+        data = _ANSI.sub("", data)
+    if _KMSG_RECORD.match(data[:data.find("\n") if "\n" in data else len(data)]):
+        return _read_kmsg(data.split("\n"))
+    raws = data.split("\n")
+    pairs = _CONSOLE_LINE.findall(data)
+    texts = [message.rstrip() for _, message in pairs]
+    contexts: list[str | None] | None = None
+    if any(context for context, _ in pairs):
+        contexts = [context or None for context, _ in pairs]
+    index, counted_to = 0, 0
+    for late in _LATE.finditer(data):
+        index += data.count("\n", counted_to, late.start())
+        counted_to = late.start()
+        text, _ = _split_prefix(raws[index])
+        texts[index] = text.rstrip()
+    return Log(texts, raws, contexts, None)
+
+
+def _read_kmsg(raws: list[str]) -> Log:
+    texts: list[str] = []
+    kept: list[str] = []
+    numbers: list[int] = []
+    for number, raw in enumerate(raws, start=1):
+        if raw.startswith(" ") and kept and _KMSG_RECORD.match(kept[-1]):
             continue  # a /dev/kmsg continuation line (KEY=VALUE)
         record = _KMSG_RECORD.match(raw)
-        if record:
-            text, context = unescape(record.group(4)), None
-        else:
-            text, context = _split_prefix(raw)
-        lines.append(LogLine(number, text.rstrip(), raw, context))
-    return lines
+        text = unescape(record.group(4)) if record else _split_prefix(raw)[0]
+        texts.append(text.rstrip())
+        kept.append(raw)
+        numbers.append(number)
+    return Log(texts, kept, None, numbers)
+
+
+def parse_log(data: str | bytes) -> list[LogLine]:
+    log = read_log(data)
+    return [log.line(index) for index in range(len(log.texts))]

@@ -78,11 +78,13 @@ STACK_START = _re("|".join((
     r"Freed by task [0-9]+:", r"[^k] backtrace(?: \(crc [0-9a-fA-F]*\))?:", r"Backtrace:",
     r"Uninit was stored to memory at",
 )))
+# Words one of which each of those lines holds, for a plain search before the regex.
+STACK_START_WORDS = ("Call Trace", "Call trace", "Allocated", "Freed", "backtrace", "Backtrace:",
+                     "Uninit was stored")
 # A frame line: "func+0x1/0x2", maybe after one or two "[<addr>]"; arm's "(f) from [<pc>] (g".
-FRAME_LINES = (
-    _re(r"^ *(?:{{PC}} ){0,2}{{FUNC}}"),
-    _re(r"^ *{{PC}} \(([a-zA-Z0-9_.]+)\) from {{PC}} \({{FUNC}}"),
-)
+FRAME_LINE = re.compile(_re(r"^ *(?:(?:{{PC}} ){0,2}{{FUNC}}|"
+                            r"{{PC}} \(([a-zA-Z0-9_.]+)\) from {{PC}} \({{FUNC}})").pattern,
+                        re.MULTILINE)
 # Frames that never name a crash: reporting, sanitizer, locking, allocation, string and
 # device-model helpers. Searched in the function name.
 SKIP_FRAMES = (
@@ -137,14 +139,15 @@ SKIP_FRAMES = (
     "^msleep", "^ssleep$", "^usleep_range",
 )
 # A frame from fault injection means another report's stack is mixed into this one.
-CORRUPTING_LINE = _re(r"^( \[\<?(?:0x)?[0-9a-f]+\>?\])? should_fail(slab)?(\.[a-z0-9.]+)?\+0x")
+CORRUPTING_LINE = re.compile(
+    r"^( \[\<?(?:0x)?[0-9a-f]+\>?\])? should_fail(slab)?(\.[a-z0-9.]+)?\+0x", re.MULTILINE)
 # Syscall entry prefixes, stripped from the guilty frame ("__x64_sys_rmdir" is "sys_rmdir").
 STRIP_PREFIXES = (
     "SYSC_", "SyS_", "sys_", "__x64_", "__ia32_", "__arm64_", "____sys_", "___sys_", "__sys_",
     "__se_", "__se_sys_", "__do_sys_", "compat_SYSC_", "compat_SyS_", "ksys_",
 )
 # Where a stall's looping code is entered: the frame before one of these is representative.
-STALL_ANCHORS = tuple(_re(p) for p in (
+STALL_ANCHOR = _re("|".join((
     "process_one_work", "do_syscall_", "do_fast_syscall_", "sysenter_dispatch",
     "tracesys_phase2", "el0_svc_handler", "invoke_syscall", "ret_fast_syscall",
     "netif_receive_skb", "do_softirq", "call_timer_fn", "_run_timers", "run_timer_softirq",
@@ -163,7 +166,7 @@ STALL_ANCHORS = tuple(_re(p) for p in (
     "tasklet_hi_action",
     # Beyond syzkaller's list: loading a module, where a module's init loops.
     "^do_one_initcall$",
-))
+)))
 # A hung task waits on one of these: the hang is grouped under it.
 HANG_ANCHORS = {"rtnl_lock": "", "synchronize_rcu": "synchronize_rcu",
                 "synchronize_srcu": "synchronize_rcu", "synchronize_net": "synchronize_rcu",
@@ -575,7 +578,7 @@ FOLLOW_UPS = _re(r"invalid opcode: 0000|Kernel panic - not syncing|unregister_ne
 # The interrupt-context parts of a stack dump.
 IRQ_START = _re(r"^<(?:IRQ|NMI|EOI)>$")
 IRQ_END = _re(r"^</?(?:IRQ|NMI|EOI)>$|^<TASK>$")
-FUNC = r"(?P<func>[A-Za-z_.$][\w.$]*)\+0x[0-9a-f]+/0x[0-9a-f]+"
+FUNC = r"(?P<func>[A-Za-z_.$][\w.$]*)\+0x(?P<offset>[0-9a-f]+)/0x(?P<length>[0-9a-f]+)"
 # Lockdep's lines naming where a lock was taken: "(&lock){+.+.}, at: func+0x1/0x2".
 LOCK_AT = _re(r"\bat: (?:\[<[0-9a-f]+>\]\s*)?" + FUNC)
 # Lines that end a report.

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 from harness.oops.patterns import (
     CORRUPTING_LINE,
-    FRAME_LINES,
+    FRAME_LINE,
     HANG_ANCHORS,
     HANG_SKIP,
     SKIP_FRAMES,
     STACK,
     STACK_START,
-    STALL_ANCHORS,
+    STACK_START_WORDS,
+    STALL_ANCHOR,
     STRIP_PREFIXES,
     TITLE_NORMALISERS,
     CrashFormat,
@@ -38,7 +39,6 @@ _GARBLED_TITLE = re.compile(r"\[ *[0-9]+\.[0-9]+\]")
 @dataclass(frozen=True)
 class RawFrame:
     name: str  # as printed, up to the first "." or "+"
-    line: int  # index into the report's lines
     module: str | None
 
 
@@ -55,6 +55,11 @@ def _skip_pattern(extra: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(SKIP_FRAMES + extra))
 
 
+@functools.lru_cache(maxsize=65536)
+def _skipped(extra: tuple[str, ...], name: str) -> bool:
+    return _skip_pattern(extra).search(name) is not None
+
+
 def strip_syscall_prefix(name: str) -> str:
     """The shortest of the names left by removing one syscall-entry prefix."""
     shortest = name
@@ -64,33 +69,25 @@ def strip_syscall_prefix(name: str) -> str:
     return shortest
 
 
-def _frames_of(match: re.Match[str], text: str, line: int, skip: re.Pattern[str]
-               ) -> list[RawFrame]:
+def _line_end(text: str, position: int) -> int:
+    end = text.find("\n", position)
+    return len(text) if end < 0 else end
+
+
+def _frames_of(match: re.Match[str], text: str, skip: tuple[str, ...]) -> list[RawFrame]:
     found = []
+    line_end = _line_end(text, match.end())
     for index in range(1, (match.re.groups or 0) + 1):
         name = match.group(index)
         if name is None:
             continue
-        tag = _MODULE_TAG.match(text, match.end(index) - 1) or \
-            _MODULE_TAG.search(text, match.end(index))
+        tag = _MODULE_TAG.search(text, match.end(index), line_end)
         module = tag.group(1) if tag else None
         # A module's own frame is never a helper: the module is what is under test.
-        if module is None and skip.search(name):
+        if module is None and _skipped(skip, name):
             continue
-        found.append(RawFrame(name, line, module))
+        found.append(RawFrame(name, module))
     return found
-
-
-def _corrupting(text: str) -> bool:
-    return "should_fail" in text and CORRUPTING_LINE.search(text) is not None
-
-
-def _frame_match(text: str) -> re.Match[str] | None:
-    for pattern in FRAME_LINES:
-        match = pattern.search(text)
-        if match:
-            return match
-    return None
 
 
 def _pick(rule: StackRule, frames: list[RawFrame]) -> RawFrame | None:
@@ -110,9 +107,9 @@ def _stall_frame(frames: list[RawFrame]) -> RawFrame | None:
     previous = frames[0]
     for frame in frames:
         name = strip_syscall_prefix(frame.name)
-        if any(anchor.search(name) for anchor in STALL_ANCHORS):
+        if STALL_ANCHOR.search(name):
             if "smp_call_function" in name:
-                return RawFrame("smp_call_function", frame.line, frame.module)
+                return RawFrame("smp_call_function", frame.module)
             return previous
         previous = frame
     return None
@@ -125,32 +122,66 @@ def _hang_frame(frames: list[RawFrame]) -> RawFrame | None:
         name = strip_syscall_prefix(frame.name)
         for anchor, grouped in HANG_ANCHORS.items():
             if anchor in name:
-                return RawFrame(grouped or name, frame.line, frame.module)
+                return RawFrame(grouped or name, frame.module)
     for frame in frames:
         if not any(word in frame.name for word in HANG_SKIP):
             return frame
     return None
 
 
-def guilty_frames(rule: StackRule, lines: list[str]) -> tuple[list[RawFrame | None], bool]:
-    """One guilty frame per stack the rule reads, and whether every one was found."""
-    found, ok = _walk(rule, rule.parts, lines)
+def guilty_frames(rule: StackRule, text: str) -> tuple[list[RawFrame | None], bool]:
+    """One guilty frame per stack the rule reads in ``text``, and whether all were found."""
+    found, ok = _walk(rule, rule.parts, text)
     for parts in rule.fallbacks:
         if ok:
             break
-        found, ok = _walk(rule, parts, lines)
+        found, ok = _walk(rule, parts, text)
     return found, ok
 
 
-def _walk(rule: StackRule, parts: tuple[Part, ...], lines: list[str]
+def _first(pattern: re.Pattern[str], text: str, start: int, end: int) -> int:
+    """The start of the line where ``pattern`` first matches in text[start:end], or end."""
+    if pattern is STACK_START:
+        return _first_stack_start(text, start, end)
+    match = pattern.search(text, start, end)
+    return text.rfind("\n", 0, match.start()) + 1 if match else end
+
+
+def _first_stack_start(text: str, start: int, end: int) -> int:
+    """:func:`_first` for STACK_START, led by a plain search for its words (the alternation
+    has no common prefix for the regex engine to skip ahead with)."""
+    while start < end:
+        hits = [hit for hit in (text.find(word, start, end) for word in STACK_START_WORDS)
+                if hit >= 0]
+        if not hits:
+            return end
+        line = text.rfind("\n", 0, min(hits)) + 1
+        line_end = _line_end(text, min(hits))
+        if STACK_START.search(text, line, min(line_end, end)):
+            return line
+        start = line_end + 1
+    return end
+
+
+def _corrupting_line(text: str, start: int, end: int) -> int:
+    if text.find("should_fail", start, end) < 0:
+        return end
+    return _first(CORRUPTING_LINE, text, start, end)
+
+
+def _walk(rule: StackRule, parts: tuple[Part, ...], text: str
           ) -> tuple[list[RawFrame | None], bool]:
-    skip = _skip_pattern(rule.skip)
+    """syzkaller's extractStackFrame over one text: each pattern part consumes lines up to
+    and including its match; STACK reads frames until a line starts another trace, holds
+    the next part, or comes from fault injection."""
+    skip = rule.skip
     results: list[RawFrame | None] = []
     frames: list[RawFrame] = []
     ok = True
     position = 0
     stacks_read = 0
     index = 0
+    size = len(text)
     while True:
         if index == len(parts) or (parts[index] is STACK and stacks_read):
             guilty = _pick(rule, frames)
@@ -160,38 +191,39 @@ def _walk(rule: StackRule, parts: tuple[Part, ...], lines: list[str]
         if index == len(parts):
             return results, ok
         part = parts[index]
+        if position >= size:
+            index += 1
+            continue
         if part is STACK:
             stacks_read += 1
             following = parts[index + 1] if index + 1 < len(parts) else None
-            while position < len(lines):
-                text = lines[position]
-                position += 1
-                if _corrupting(text):
-                    ok = False
-                    break
-                if STACK_START.search(text):
-                    break
-                if isinstance(following, re.Pattern):
-                    match = following.search(text)
-                    if match:
-                        frames += _frames_of(match, text, position - 1, skip)
-                        index += 1
-                        break
-                match = _frame_match(text)
-                if match:
-                    frames += _frames_of(match, text, position - 1, skip)
+            corrupt = _corrupting_line(text, position, size)
+            start_line = _first(STACK_START, text, position, corrupt)
+            next_part = (_first(following, text, position, start_line)
+                         if isinstance(following, re.Pattern) else start_line)
+            stop = min(corrupt, start_line, next_part)
+            for match in FRAME_LINE.finditer(text, position, stop):
+                frames += _frames_of(match, text, skip)
+            if stop == size:
+                position = size
+            elif stop == corrupt:
+                ok = False
+            elif stop == next_part and next_part < start_line:
+                match = following.search(text, stop)  # type: ignore[union-attr]
+                assert match is not None
+                frames += _frames_of(match, text, skip)
+                index += 1
+            position = _line_end(text, stop) + 1
         else:
             assert isinstance(part, re.Pattern)
-            while position < len(lines):
-                text = lines[position]
-                position += 1
-                if _corrupting(text):
-                    ok = False
-                    break
-                match = part.search(text)
-                if match:
-                    frames += _frames_of(match, text, position - 1, skip)
-                    break
+            corrupt = _corrupting_line(text, position, size)
+            match = part.search(text, position, corrupt)
+            if match is None:
+                ok &= corrupt == size
+                position = size if corrupt == size else _line_end(text, corrupt) + 1
+            else:
+                frames += _frames_of(match, text, skip)
+                position = _line_end(text, match.end()) + 1
         index += 1
 
 
@@ -221,33 +253,54 @@ def sanitise(title: str) -> str:
     return "".join(out).strip()
 
 
-def _has_stack(lines: list[str]) -> bool:
+def _stack_starts(text: str) -> list[re.Match[str]]:
+    found = []
+    position = _first_stack_start(text, 0, len(text))
+    while position < len(text):
+        line_end = _line_end(text, position)
+        match = STACK_START.search(text, position, line_end)
+        assert match is not None
+        found.append(match)
+        position = _first_stack_start(text, line_end + 1, len(text))
+    return found
+
+
+def _has_stack(text: str) -> bool:
     """Every "Call Trace:"-like line is followed by a frame, and there is one."""
     seen = False
-    for index, text in enumerate(lines):
-        if not STACK_START.search(text):
-            continue
-        if len(lines) - index < 4:
+    for start in _stack_starts(text):
+        following = _line_end(text, start.end()) + 1
+        end = following
+        for _ in range(15):
+            if end >= len(text):
+                break
+            end = _line_end(text, end) + 1
+        if text.count("\n", start.end()) < 3:
             return False
-        following = lines[index + 1:index + 16]
-        for later in following:
-            if STACK_START.search(later):
-                break
-            if "(stack is not available)" in later or _frame_match(later):
-                seen = True
-                break
+        stop = _first(STACK_START, text, following, end)
+        if FRAME_LINE.search(text, following, stop) or \
+                text.find("(stack is not available)", following, stop) >= 0:
+            seen = True
         else:
             return False
     return seen
 
 
-def title_report(group: Group, lines: list[str]) -> Titled:
-    """The title of the report whose header (a line holding ``group.word``) is ``lines[0]``."""
-    text = "\n".join(lines)
-    first_line_end = len(lines[0])
+@functools.cache
+def _spans_lines(pattern: re.Pattern[str]) -> bool:
+    return "\\n" in pattern.pattern or "[\\s\\S]" in pattern.pattern or "\\s" in pattern.pattern
+
+
+def title_report(group: Group, text: str) -> Titled:
+    """The title of the report whose header (a line holding ``group.word``) starts ``text``."""
+    first_line_end = _line_end(text, 0)
     for fmt in group.formats:
-        match = fmt.header.search(text)
-        if match is None or match.start() > first_line_end:
+        match = fmt.header.search(text, 0, first_line_end)
+        if match is None and _spans_lines(fmt.header):
+            match = fmt.header.search(text)
+            if match is not None and match.start() > first_line_end:
+                match = None
+        if match is None:
             continue
         if fmt.report is not None:
             match = fmt.report.search(text)
@@ -257,20 +310,15 @@ def title_report(group: Group, lines: list[str]) -> Titled:
         guilty: RawFrame | None = None
         frames_ok = True
         if fmt.stack is not None:
-            start_line = text.count("\n", 0, match.start())
-            column = match.start() - (text.rfind("\n", 0, match.start()) + 1)
-            part_lines = [lines[start_line][column:]] + lines[start_line + 1:]
-            found, frames_ok = guilty_frames(fmt.stack, part_lines)
-            for frame in found:
-                args.append(strip_syscall_prefix(frame.name) if frame else "corrupted")
-            guilty = next((f for f in found if f), None)
-            if guilty is not None:
-                guilty = RawFrame(guilty.name, guilty.line + start_line, guilty.module)
-        title = fmt.fmt.format(*args)
-        title = sanitise(normalise(title))
+            found, frames_ok = guilty_frames(fmt.stack, text[match.start():])
+            args += [strip_syscall_prefix(frame.name) if frame else "corrupted"
+                     for frame in found]
+            guilty = next((frame for frame in found if frame), None)
+        title = sanitise(normalise(fmt.fmt.format(*args)))
         corrupted = (fmt.corrupted or not frames_ok or bool(_GARBLED_TITLE.search(title))
-                     or (not fmt.no_stack and not _has_stack(lines)))
+                     or (not fmt.no_stack and not _has_stack(text)))
         return Titled(title, fmt, corrupted, guilty)
     # A header word but no row: the header line is the title, and the report is garbled.
-    header = lines[0][lines[0].find(group.word):] if group.word in lines[0] else lines[0]
+    header = text[:first_line_end]
+    header = header[header.find(group.word):] if group.word in header else header
     return Titled(sanitise(normalise(header)), None, True, None)
