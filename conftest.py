@@ -6,3 +6,11 @@ collect_ignore_glob = ["tests/scenarios/*"]
 
 # pytest's own fixture for running small in-memory pytest sessions (the plugin's unit tests).
 pytest_plugins = ["pytester"]
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--update-expected", action="store_true",
+        help="rewrite the expected results of per-file tests (the crash titles of "
+             "tests/unit/logs, the corpus differences) from what the code gives now; review "
+             "the diff before committing")

@@ -9,7 +9,9 @@ can re-print an earlier RIP).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 from harness.oops.logtext import Log, LogLine, read_log
 from harness.oops.patterns import (
@@ -18,6 +20,9 @@ from harness.oops.patterns import (
     GROUPS,
     HEADER_HINT,
     HEADER_LEAD,
+    IRQ_END,
+    IRQ_START,
+    MESSAGES_WITH_STACK,
     REPORT_END,
     RIP,
     Group,
@@ -32,17 +37,14 @@ _REPLAYED = "** replaying previous printk message **"
 _CPU_TRACEBACK = "Sending NMI from CPU"
 _UNRELIABLE = " (unreliable)"  # powerpc's mark of a frame that may not be a caller
 _UNRELIABLE_LINE = re.compile(r"^.* \(unreliable\)\n?", re.MULTILINE)
-# The line patterns of harness.oops.patterns, for searching a whole report at once.
-RIP_LINE = re.compile(r"^[ \t]*" + RIP.pattern.removeprefix("^"), re.MULTILINE)
-FRAME_LINE_ANY = re.compile(r"^[ \t]*" + FRAME.pattern.removeprefix(r"^\s*"), re.MULTILINE)
+# Report ends, searched across the whole log at once.
 REPORT_END_LINE = re.compile(
     r"^[ \t]*" + REPORT_END.pattern.removeprefix("^").replace("|^", "|^[ \t]*"), re.MULTILINE)
-IRQ_START_LINE = re.compile(r"^\s*<(?:IRQ|NMI|EOI)>\s*$", re.MULTILINE)
-IRQ_END_LINE = re.compile(r"^\s*(?:</(?:IRQ|NMI|EOI)>|<TASK>)\s*$", re.MULTILINE)
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
+    """One call-trace frame (a tuple: a report holds hundreds, made by the thousand a log)."""
+
     function: str
     offset: int
     length: int
@@ -179,6 +181,8 @@ def split_blocks(log: Log) -> list[_Block]:
     if not headers:
         return []
     ends = [log.line_at(m.start()) for m in REPORT_END_LINE.finditer(log.text)]
+    interruptions = sorted(log.line_at(hit) for message in MESSAGES_WITH_STACK
+                           for hit in _find_all(log.text, message))
     blocks: list[_Block] = []
     for index, group in headers:
         text = log.texts[index]
@@ -198,7 +202,18 @@ def split_blocks(log: Log) -> list[_Block]:
             end = closing
             panicked |= "Kernel panic" in log.texts[closing]
         blocks.append(_Block(group, index, start, end, len(log.texts) - 1, panicked))
+    for block in blocks:
+        cut = next((line for line in interruptions if line > block.header), None)
+        if cut is not None and log.context(block.header) is None:
+            block.title_end = min(block.title_end, cut - 1)
     return blocks
+
+
+def _find_all(text: str, word: str) -> Iterator[int]:
+    position = text.find(word)
+    while position >= 0:
+        yield position
+        position = text.find(word, position + 1)
 
 
 def _title_text(log: Log, block: _Block) -> str:
@@ -223,39 +238,47 @@ def _title_text(log: Log, block: _Block) -> str:
     return "\n".join(text for text in kept if not text.endswith(_UNRELIABLE))
 
 
-def _marks(pattern: re.Pattern[str], text: str) -> list[int]:
-    return [match.start() for match in pattern.finditer(text)]
+def _frame(match: re.Match[str], number: int, reliable: bool, in_irq: bool) -> Frame:
+    function = match["func"]
+    return Frame(clean_function(function) if "." in function else function,
+                 int(match["offset"], 16), int(match["length"], 16), match["module"], number,
+                 reliable, in_irq)
 
 
 def build_report(log: Log, block: _Block) -> Report:
     titled: Titled = title_report(block.group, _title_text(log, block))
-    body = log.span(block.start, block.end)
-    base = log.starts[block.start]
-    first_frame_at = log.starts[block.start + 1] - base if block.end > block.start else len(body)
-    irq_marks = sorted([(p, True) for p in _marks(IRQ_START_LINE, body)]
-                       + [(p, False) for p in _marks(IRQ_END_LINE, body)])
-    own_stack_mark = body.find("\nstack backtrace:")
-    rip_match = RIP_LINE.search(body)
     rip: Frame | None = None
-    if rip_match:
-        rip = Frame(clean_function(rip_match["func"]), int(rip_match["offset"], 16),
-                    int(rip_match["length"], 16), rip_match["module"],
-                    log.number(log.line_at(base + rip_match.start())))
     frames: list[Frame] = []
     own_stack_from: int | None = None
-    for match in FRAME_LINE_ANY.finditer(body, first_frame_at):
-        position = match.start()
-        in_irq = False
-        for mark, opens in irq_marks:
-            if mark > position:
-                break
-            in_irq = opens
-        if own_stack_from is None and 0 <= own_stack_mark < position:
+    in_irq = False
+    after_backtrace = False
+    lines = log.texts[block.start:block.end + 1]
+    for index, text in enumerate(lines):
+        # Most lines are neither frames nor markers: two substring tests pass them by.
+        if "+0x" not in text:
+            if "<" in text or "stack backtrace:" in text:
+                stripped = text.strip()
+                if IRQ_START.match(stripped):
+                    in_irq = True
+                elif IRQ_END.match(stripped):
+                    in_irq = False
+                elif stripped == "stack backtrace:":
+                    after_backtrace = True
+            continue
+        if index == 0 or (block.start + index == block.header):
+            continue
+        number = log.number(block.start + index)
+        if rip is None and ("IP" in text or "pc :" in text or "PC is at" in text):
+            found = RIP.match(text.strip())
+            if found:
+                rip = _frame(found, number, True, False)
+                continue
+        found = FRAME.match(text)
+        if found is None:
+            continue
+        if after_backtrace and own_stack_from is None:
             own_stack_from = len(frames)
-        frames.append(Frame(clean_function(match["func"]), int(match["offset"], 16),
-                            int(match["length"], 16), match["module"],
-                            log.number(log.line_at(base + position)),
-                            not match["unreliable"], in_irq))
+        frames.append(_frame(found, number, not found["unreliable"], in_irq))
     if rip is None:
         rip = _header_frame(log.line(block.header))
     guilty = titled.guilty
@@ -266,7 +289,6 @@ def build_report(log: Log, block: _Block) -> Report:
     own = frames[own_stack_from:] if own_stack_from is not None else []
     module_frame = next((f for f in [rip, *own, *frames] if f and f.module and f.reliable), None)
     fmt = titled.fmt
-    lines = log.texts[block.start:block.end + 1]
     return Report(
         title=titled.title, kind=fmt.kind if fmt else block.group.word.rstrip(": "),
         function=function, module=module, module_frame=module_frame,
@@ -274,7 +296,7 @@ def build_report(log: Log, block: _Block) -> Report:
         start_line=log.number(block.start), end_line=log.number(block.end),
         lines=lines, corrupted=titled.corrupted,
         panicked=(block.panicked or bool(fmt and fmt.panicked)
-                  or "Kernel panic - not syncing" in body),
+                  or any("Kernel panic - not syncing" in text for text in lines)),
     )
 
 

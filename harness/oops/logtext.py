@@ -77,7 +77,7 @@ class Log:
 
     def __post_init__(self) -> None:
         self.text = "\n".join(self.texts)
-        self.starts = list(itertools.accumulate((len(t) + 1 for t in self.texts[:-1]),
+        self.starts = list(itertools.accumulate(map((1).__add__, map(len, self.texts[:-1])),
                                                 initial=0))
 
     def number(self, index: int) -> int:

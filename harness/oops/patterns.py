@@ -78,9 +78,6 @@ STACK_START = _re("|".join((
     r"Freed by task [0-9]+:", r"[^k] backtrace(?: \(crc [0-9a-fA-F]*\))?:", r"Backtrace:",
     r"Uninit was stored to memory at",
 )))
-# Words one of which each of those lines holds, for a plain search before the regex.
-STACK_START_WORDS = ("Call Trace", "Call trace", "Allocated", "Freed", "backtrace", "Backtrace:",
-                     "Uninit was stored")
 # A frame line: "func+0x1/0x2", maybe after one or two "[<addr>]"; arm's "(f) from [<pc>] (g".
 FRAME_LINE = re.compile(_re(r"^ *(?:(?:{{PC}} ){0,2}{{FUNC}}|"
                             r"{{PC}} \(([a-zA-Z0-9_.]+)\) from {{PC}} \({{FUNC}})").pattern,
@@ -180,12 +177,23 @@ def _stack(*parts: Part, skip: tuple[str, ...] = (), extractor: str | None = Non
     return StackRule(parts, fallbacks, skip, extractor)
 
 
+# Newer kernels trap on WARN: the stack starts at the RIP line; older ones just print it.
+WARNING_START = _re(f"(?:{RIP_FRAME.pattern}|--- interrupt: [0-9]+ at {{{{FUNC}}}})")
+
+
 def _warning_stack(*skip: str) -> StackRule:
-    # Newer kernels trap on WARN: the stack starts at the RIP line; older ones just print it.
-    return StackRule((_re(f"(?:{RIP_FRAME.pattern}|--- interrupt: [0-9]+ at {{{{FUNC}}}})"),
-                      STACK), ((CALL_TRACE, STACK),), skip)
+    return StackRule((WARNING_START, STACK), ((CALL_TRACE, STACK),), skip)
 
 
+# Words one of which every match of these patterns holds: the search for them goes first.
+_RIP_WORDS = ("IP", "pc ", "PC is at")
+LEAD_WORDS: dict[re.Pattern[str], tuple[str, ...]] = {
+    STACK_START: ("Call Trace", "Call trace", "Allocated", "Freed", "backtrace", "Backtrace:",
+                  "Uninit was stored"),
+    CALL_TRACE: ("Call Trace:", "Call trace:", "Backtrace:"),
+    RIP_FRAME: _RIP_WORDS,
+    WARNING_START: (*_RIP_WORDS, "--- interrupt: "),
+}
 _FAULT = _stack(RIP_FRAME, CALL_TRACE, STACK)
 _TRACE = _stack(CALL_TRACE, STACK)
 _STALL = "stall"
@@ -572,6 +580,10 @@ HEADER_HINT = re.compile("|".join(re.escape(group.word) for group in GROUPS))
 HEADER_LEAD = _re(r"\s*(?:\[ |\d{4}/\d\d/\d\d \d\d:\d\d:\d\d |\S+ login: |segment-related |"
                   r"[A-Za-z][\w ]{0,20}: |"
                   r"kasan: GPF could be caused by NULL-ptr deref or user memory access)?")
+# Messages that come with a stack trace of their own but are no crash: one inside a report
+# (on a console without caller ids) ends what can be read of it.
+MESSAGES_WITH_STACK = ("vmalloc: allocation failure:", "FAULT_INJECTION: forcing a failure",
+                       "FAULT_FLAG_ALLOW_RETRY missing")
 # Headers that do not start a report of their own inside another one.
 FOLLOW_UPS = _re(r"invalid opcode: 0000|Kernel panic - not syncing|unregister_netdevice: waiting"
                  r" for|PANIC: double fault|Internal error:")

@@ -11,16 +11,17 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from harness.oops.patterns import (
     CORRUPTING_LINE,
     FRAME_LINE,
     HANG_ANCHORS,
     HANG_SKIP,
+    LEAD_WORDS,
     SKIP_FRAMES,
     STACK,
     STACK_START,
-    STACK_START_WORDS,
     STALL_ANCHOR,
     STRIP_PREFIXES,
     TITLE_NORMALISERS,
@@ -36,8 +37,7 @@ _MODULE_TAG = re.compile(r"\+0x[0-9a-f]+/0x[0-9a-f]+\s+\[([\w-]+)\]")
 _GARBLED_TITLE = re.compile(r"\[ *[0-9]+\.[0-9]+\]")
 
 
-@dataclass(frozen=True)
-class RawFrame:
+class RawFrame(NamedTuple):
     name: str  # as printed, up to the first "." or "+"
     module: str | None
 
@@ -76,13 +76,16 @@ def _line_end(text: str, position: int) -> int:
 
 def _frames_of(match: re.Match[str], text: str, skip: tuple[str, ...]) -> list[RawFrame]:
     found = []
-    line_end = _line_end(text, match.end())
-    for index in range(1, (match.re.groups or 0) + 1):
-        name = match.group(index)
+    line_end = -1
+    for index, name in enumerate(match.groups(), start=1):
         if name is None:
             continue
-        tag = _MODULE_TAG.search(text, match.end(index), line_end)
-        module = tag.group(1) if tag else None
+        if line_end < 0:
+            line_end = _line_end(text, match.end())
+        module = None
+        if text.find("[", match.end(index), line_end) >= 0:
+            tag = _MODULE_TAG.search(text, match.end(index), line_end)
+            module = tag.group(1) if tag else None
         # A module's own frame is never a helper: the module is what is under test.
         if module is None and _skipped(skip, name):
             continue
@@ -141,26 +144,34 @@ def guilty_frames(rule: StackRule, text: str) -> tuple[list[RawFrame | None], bo
 
 def _first(pattern: re.Pattern[str], text: str, start: int, end: int) -> int:
     """The start of the line where ``pattern`` first matches in text[start:end], or end."""
-    if pattern is STACK_START:
-        return _first_stack_start(text, start, end)
-    match = pattern.search(text, start, end)
+    match = _search(pattern, text, start, end)
     return text.rfind("\n", 0, match.start()) + 1 if match else end
 
 
-def _first_stack_start(text: str, start: int, end: int) -> int:
-    """:func:`_first` for STACK_START, led by a plain search for its words (the alternation
-    has no common prefix for the regex engine to skip ahead with)."""
+def _search(pattern: re.Pattern[str], text: str, start: int = 0, end: int | None = None
+            ) -> re.Match[str] | None:
+    """``pattern.search`` on one line at a time, led by a plain search for the words one of
+    which its every match holds: an alternation without a common prefix leaves the regex
+    engine trying it at every character."""
+    end = len(text) if end is None else end
+    words = LEAD_WORDS.get(pattern)
+    if words is None:
+        return pattern.search(text, start, end)
+    hits = {word: text.find(word, start, end) for word in words}
     while start < end:
-        hits = [hit for hit in (text.find(word, start, end) for word in STACK_START_WORDS)
-                if hit >= 0]
-        if not hits:
-            return end
-        line = text.rfind("\n", 0, min(hits)) + 1
-        line_end = _line_end(text, min(hits))
-        if STACK_START.search(text, line, min(line_end, end)):
-            return line
+        live = [hit for hit in hits.values() if hit >= 0]
+        if not live:
+            return None
+        hit = min(live)
+        line_end = min(_line_end(text, hit), end)
+        match = pattern.search(text, text.rfind("\n", 0, hit) + 1, line_end)
+        if match:
+            return match
         start = line_end + 1
-    return end
+        for word, found in hits.items():
+            if 0 <= found < start:
+                hits[word] = text.find(word, start, end)
+    return None
 
 
 def _corrupting_line(text: str, start: int, end: int) -> int:
@@ -209,7 +220,7 @@ def _walk(rule: StackRule, parts: tuple[Part, ...], text: str
             elif stop == corrupt:
                 ok = False
             elif stop == next_part and next_part < start_line:
-                match = following.search(text, stop)  # type: ignore[union-attr]
+                match = _search(following, text, stop)  # type: ignore[arg-type]
                 assert match is not None
                 frames += _frames_of(match, text, skip)
                 index += 1
@@ -217,7 +228,7 @@ def _walk(rule: StackRule, parts: tuple[Part, ...], text: str
         else:
             assert isinstance(part, re.Pattern)
             corrupt = _corrupting_line(text, position, size)
-            match = part.search(text, position, corrupt)
+            match = _search(part, text, position, corrupt)
             if match is None:
                 ok &= corrupt == size
                 position = size if corrupt == size else _line_end(text, corrupt) + 1
@@ -255,13 +266,10 @@ def sanitise(title: str) -> str:
 
 def _stack_starts(text: str) -> list[re.Match[str]]:
     found = []
-    position = _first_stack_start(text, 0, len(text))
-    while position < len(text):
-        line_end = _line_end(text, position)
-        match = STACK_START.search(text, position, line_end)
-        assert match is not None
+    position = 0
+    while (match := _search(STACK_START, text, position)) is not None:
         found.append(match)
-        position = _first_stack_start(text, line_end + 1, len(text))
+        position = _line_end(text, match.end()) + 1
     return found
 
 

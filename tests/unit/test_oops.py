@@ -1,44 +1,44 @@
 """The detector on logs captured from this project's own faulty modules in the guest, on
-hand-made edge cases, and (when ../shared is there) on syzkaller's corpus."""
+hand-made edge cases, and (when ../shared is there) on syzkaller's corpus: every captured log
+and every corpus log is a test case of its own."""
 
 from __future__ import annotations
 
-import os
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.oops.corpus import measure
-from harness.oops.detect import detect
+from harness.oops.corpus import corpus_files, first_title, load_case, measure, part_of
+from harness.oops.detect import Report, detect
 from harness.oops.logtext import parse_log
 
 LOGS = Path(__file__).parent / "logs"
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "oops-corpus" / "syzkaller-linux"
 
-# Captured from modules/crashy (serial console of the guest, Debian 6.1.0-56-amd64, TCG).
-CAPTURED = {
-    "null_init.console": ("BUG: unable to handle kernel NULL pointer dereference in "
-                          "crashy_null_write", "crashy_null_write"),
-    "null_exit.console": ("BUG: unable to handle kernel NULL pointer dereference in "
-                          "crashy_null_write", "crashy_null_write"),
-    "warn.console": ("WARNING in crashy_init", "crashy_init"),
-    "bug.console": ("kernel BUG in crashy_init", "crashy_init"),
-    "list.console": ("BUG: corrupted list in crashy_list_corrupt", "crashy_list_corrupt"),
-    "atomic_sleep.console": ("BUG: scheduling while atomic in crashy_sleep_in_atomic",
-                             "crashy_sleep_in_atomic"),
-    "refcount.console": ("WARNING: refcount bug in crashy_refcount_underflow",
-                         "crashy_refcount_underflow"),
-    "divzero.console": ("divide error in crashy_divide", "crashy_divide"),
-    "loop.console": ("INFO: rcu detected stall in crashy_spin_forever", "crashy_spin_forever"),
-}
+EXPECTED_SUFFIX = ".expected.json"
+LOG_FILES = sorted(p for p in LOGS.iterdir()
+                   if p.is_file() and not p.name.endswith(EXPECTED_SUFFIX))
 
 
-# Captured on the debug box (6.1.192-harness-debug: KASAN) from tests/vm/modules/planted.
-CAPTURED_DEBUG = {
-    "kasan_double_free.console": ("KASAN: invalid-free in double_free_init", "double_free"),
-    "kasan_uaf_read.console": ("KASAN: use-after-free Read in uaf_read_init", "uaf_read"),
-    "lockdep_abba.console": ("possible deadlock in abba_init", "abba"),
-}
+def _outcome(reports: list[Report]) -> list[dict[str, object]]:
+    return [{"title": r.title, "module_frame": str(r.module_frame) if r.module_frame else None,
+             "corrupted": r.corrupted} for r in reports]
+
+
+@pytest.mark.parametrize("path", LOG_FILES, ids=lambda p: p.name)
+def test_captured_log(path: Path, request: pytest.FixtureRequest):
+    """Each log captured from this project's faulty modules (modules/crashy on the stock box,
+    tests/vm/modules/planted on the debug box) against its own expected reports, kept beside it
+    in NAME.expected.json; ``--update-expected`` rewrites them after an intended change."""
+    got = _outcome(detect(path.read_bytes()))
+    expected_file = path.with_name(path.name + EXPECTED_SUFFIX)
+    if request.config.getoption("--update-expected"):
+        expected_file.write_text(json.dumps({"reports": got}, indent=2) + "\n")
+    expected = json.loads(expected_file.read_text())["reports"]
+    assert got == expected
+    assert got and got[0]["module_frame"] is not None  # every capture names its module
 
 
 def test_lockdep_points_at_the_offending_tasks_own_stack_not_the_chain():
@@ -47,26 +47,6 @@ def test_lockdep_points_at_the_offending_tasks_own_stack_not_the_chain():
     shows."""
     report = detect((LOGS / "lockdep_abba.console").read_text())[0]
     assert str(report.module_frame) == "abba_init+0x50/0x1000 [abba]"
-
-
-@pytest.mark.parametrize("name", sorted(CAPTURED_DEBUG))
-def test_captured_sanitizer_reports(name):
-    title, module = CAPTURED_DEBUG[name]
-    reports = detect((LOGS / name).read_text())
-    assert [r.title for r in reports] == [title]
-    assert reports[0].module_frame is not None and reports[0].module_frame.module == module
-
-
-@pytest.mark.parametrize("name", sorted(CAPTURED))
-def test_captured_guest_logs(name):
-    title, module_function = CAPTURED[name]
-    reports = detect((LOGS / name).read_text())
-    assert reports, f"{name}: nothing detected"
-    first = reports[0]
-    assert first.title == title
-    assert first.module_frame is not None and first.module_frame.module == "crashy"
-    assert first.module_function == module_function
-    assert not first.corrupted
 
 
 def test_an_endless_loop_gives_both_watchdog_reports():
@@ -143,37 +123,68 @@ def test_ignored_titles_are_dropped():
     assert detect(log, ignore=[r"WARNING in noisy_"]) == []
 
 
+CORPUS_FILES = corpus_files(CORPUS) if CORPUS.is_dir() else []
+DIFFERENCES_FILE = Path(__file__).parent / "oops_corpus_differences.json"
+NO_REPORT = "(no report)"
+
+
+@pytest.fixture(scope="module")
+def corpus_differences(request: pytest.FixtureRequest) -> Iterator[dict[str, dict | None]]:
+    """Where the detector's first title departs from the corpus's TITLE/ALT (those stay the
+    truth), as recorded with the reason in oops_corpus_differences.json. With
+    ``--update-expected`` the cases record what they see and the file is rewritten."""
+    known = json.loads(DIFFERENCES_FILE.read_text()) if DIFFERENCES_FILE.exists() else {}
+    updating = request.config.getoption("--update-expected")
+    seen: dict[str, dict | None] = {}
+    yield seen if updating else known
+    if updating and seen:
+        merged = {name: entry for name, entry in known.items() if name not in seen}
+        merged.update({name: entry for name, entry in seen.items() if entry is not None})
+        ordered = dict(sorted(merged.items(), key=lambda item: (len(item[0]), item[0])))
+        DIFFERENCES_FILE.write_text(json.dumps(ordered, indent=2) + "\n")
+
+
+@pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: f"{part_of(p.name)}-{p.name}")
+def test_corpus_log(path: Path, corpus_differences, request: pytest.FixtureRequest):
+    """One corpus log: its first report's title is the corpus's TITLE (or an ALT), or it
+    differs exactly as recorded in oops_corpus_differences.json."""
+    case = load_case(path)
+    got = first_title(case.log) or NO_REPORT
+    agrees = case.agrees(None if got == NO_REPORT else got)
+    if request.config.getoption("--update-expected"):
+        known = json.loads(DIFFERENCES_FILE.read_text()) if DIFFERENCES_FILE.exists() else {}
+        previous = known.get(path.name, {})
+        held_out = part_of(path.name) == "held-out"
+        why = (previous["why"] if previous.get("got") == got
+               else "held out: not examined" if held_out else "new: not reviewed yet")
+        corpus_differences[path.name] = None if agrees else {
+            "part": part_of(path.name), "expected": case.title or NO_REPORT, "got": got,
+            "why": why}
+        return
+    recorded = corpus_differences.get(path.name)
+    if agrees:
+        assert recorded is None, f"{path.name} now agrees with the corpus: --update-expected"
+    else:
+        assert recorded is not None, f"{path.name}: expected {case.title!r}, got {got!r}"
+        assert recorded["got"] == got, \
+            f"{path.name}: the recorded difference was {recorded['got']!r}, now {got!r}"
+
+
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/oops-corpus is not beside the checkout")
 def test_syzkaller_corpus_agreement(capsys):
-    result = measure(CORPUS)
+    """Figures for each part of the corpus split. The tune part is what the rules were fitted
+    on; the held-out part is reported beside it, so that a rule which only memorises a file
+    shows."""
+    measure(CORPUS)  # warm: compiling the patterns is not parsing
+    parts = measure(CORPUS)
     with capsys.disabled():
-        print(f"\noops corpus: {result.figures()}")
-    if os.environ.get("HARNESS_CORPUS_MISMATCHES"):
-        Path(os.environ["HARNESS_CORPUS_MISMATCHES"]).write_text("\n".join(result.mismatches))
-    # Floors at the figures reached so far, so a regression fails; the goals are 99 % / 85 %.
-    assert result.detection / result.cases >= 0.99
-    assert result.exact / result.cases >= 0.54
-
-
-@pytest.mark.skipif(not CORPUS.is_dir(), reason="../shared/oops-corpus is not beside the checkout")
-def test_the_header_prefilter_drops_no_report(monkeypatch):
-    """Lines without a header word skip the table: on every log, the same reports as trying
-    every row on every line."""
-    import re
-
-    from harness.oops import detect as detector
-
-    logs = [p.read_bytes() for p in sorted(CORPUS.iterdir())]
-    logs += [p.read_bytes() for p in sorted(LOGS.iterdir()) if p.is_file()]
-
-    def reports() -> list[list[tuple[str, int, int]]]:
-        return [[(r.title, r.start_line, r.end_line) for r in detector.detect(log)]
-                for log in logs]
-
-    filtered = reports()
-    monkeypatch.setattr(detector, "HEADER_HINT", re.compile(""))
-    assert reports() == filtered
-    assert sum(map(len, filtered)) > 300  # the corpus was really read
+        print()
+        for part, figures in parts.items():
+            print(f"oops corpus, {part}: {figures.figures()}")
+    tune, held_out = parts["tune"], parts["held-out"]
+    # The targets on the tune part; floors at the figures measured on the held-out part.
+    assert tune.rate(tune.detection) >= 0.995 and tune.rate(tune.exact) >= 0.80
+    assert held_out.rate(held_out.detection) >= 0.98 and held_out.rate(held_out.exact) >= 0.90
 
 
 def test_a_header_glued_to_the_previous_message_is_found():
