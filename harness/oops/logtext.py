@@ -121,13 +121,17 @@ def read_log(data: str | bytes) -> Log:
     contexts: list[str | None] | None = None
     if any(context for context, _ in pairs):
         contexts = [context or None for context, _ in pairs]
-    index, counted_to = 0, 0
-    for late in _LATE.finditer(data):
-        index += data.count("\n", counted_to, late.start())
-        counted_to = late.start()
-        text, _ = _split_prefix(raws[index])
-        texts[index] = text.rstrip()
     return Log(texts, raws, contexts, None)
+
+
+def unglue(log: Log, index: int) -> str:
+    """Line ``index``'s message, taken from after a timestamp in its middle where the console
+    glued it to another message (see :func:`strip_prefix`); stored back into ``log.texts``.
+    Done for the lines that matter (report headers), not for every line of a log."""
+    raw = log.raws[index]
+    if _LATE.search(raw):
+        log.texts[index] = _split_prefix(raw)[0].rstrip()
+    return log.texts[index]
 
 
 def _read_kmsg(raws: list[str]) -> Log:

@@ -571,8 +571,9 @@ GROUPS: tuple[Group, ...] = (
     )),
 )
 
-# One search over a whole log finds every line that may start a report.
-HEADER_HINT = re.compile("|".join(re.escape(group.word) for group in GROUPS))
+# The words that start a report; a line without one is none.
+HEADER_WORDS = tuple(group.word for group in GROUPS)
+HEADER_HINT = re.compile("|".join(re.escape(word) for word in HEADER_WORDS))
 # What may precede a header word on its line: indentation, old lockdep's "[ ", a syzkaller
 # date, a login prompt, one subsystem tag ("rcu: ", "watchdog: "), and the KASAN hint that 4.x
 # kernels print with no newline before the fault. Not any message text: a module's

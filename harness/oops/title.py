@@ -32,6 +32,7 @@ from harness.oops.patterns import (
 )
 
 MAX_TITLE = 120
+STACK_CHECK_CHARS = 30_000  # about 300 lines
 _MODULE_TAG = re.compile(r"\+0x[0-9a-f]+/0x[0-9a-f]+\s+\[([\w-]+)\]")
 # A title with a console timestamp in it was glued together from two messages.
 _GARBLED_TITLE = re.compile(r"\[ *[0-9]+\.[0-9]+\]")
@@ -60,6 +61,7 @@ def _skipped(extra: tuple[str, ...], name: str) -> bool:
     return _skip_pattern(extra).search(name) is not None
 
 
+@functools.lru_cache(maxsize=8192)
 def strip_syscall_prefix(name: str) -> str:
     """The shortest of the names left by removing one syscall-entry prefix."""
     shortest = name
@@ -213,8 +215,14 @@ def _walk(rule: StackRule, parts: tuple[Part, ...], text: str
             next_part = (_first(following, text, position, start_line)
                          if isinstance(following, re.Pattern) else start_line)
             stop = min(corrupt, start_line, next_part)
-            for match in FRAME_LINE.finditer(text, position, stop):
-                frames += _frames_of(match, text, skip)
+            # When this trace is the last part and the first frame is the pick, reading stops
+            # at that frame (a report's trace can be hundreds of frames deep).
+            first_wins = following is None and rule.extractor is None
+            if not (first_wins and frames):
+                for match in FRAME_LINE.finditer(text, position, stop):
+                    frames += _frames_of(match, text, skip)
+                    if first_wins and frames:
+                        break
             if stop == size:
                 position = size
             elif stop == corrupt:
@@ -238,6 +246,7 @@ def _walk(rule: StackRule, parts: tuple[Part, ...], text: str
         index += 1
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise(text: str) -> str:
     """A title with its varying parts (addresses, numbers, offsets, lines) made constant."""
     for pattern, replacement in TITLE_NORMALISERS:
@@ -250,6 +259,9 @@ def normalise(text: str) -> str:
 
 
 def sanitise(title: str) -> str:
+    """At most 120 printable characters, single-spaced."""
+    if title.isascii() and title.isprintable() and "  " not in title:
+        return title[:MAX_TITLE].strip()
     out = []
     previous = " "
     for char in title[:MAX_TITLE]:
@@ -264,34 +276,38 @@ def sanitise(title: str) -> str:
     return "".join(out).strip()
 
 
-def _stack_starts(text: str) -> list[re.Match[str]]:
-    found = []
-    position = 0
-    while (match := _search(STACK_START, text, position)) is not None:
-        found.append(match)
-        position = _line_end(text, match.end()) + 1
-    return found
+def _stack_starts(text: str) -> list[int]:
+    """Offsets of the lines that start a stack trace (each word found once, then checked)."""
+    lines = set()
+    for word in LEAD_WORDS[STACK_START]:
+        hit = text.find(word)
+        while hit >= 0:
+            lines.add(text.rfind("\n", 0, hit) + 1)
+            hit = text.find(word, hit + 1)
+    return sorted(line for line in lines
+                  if STACK_START.search(text, line, _line_end(text, line)))
 
 
 def _has_stack(text: str) -> bool:
-    """Every "Call Trace:"-like line is followed by a frame, and there is one."""
-    seen = False
-    for start in _stack_starts(text):
-        following = _line_end(text, start.end()) + 1
+    """Every "Call Trace:"-like line is followed by a frame within 15 lines, before another
+    trace starts, and there is one (in the first few hundred lines, where a report's own
+    traces are)."""
+    text = text[:STACK_CHECK_CHARS]
+    starts = _stack_starts(text)
+    for number, start in enumerate(starts):
+        following = _line_end(text, start) + 1
         end = following
         for _ in range(15):
+            end = _line_end(text, end) + 1
             if end >= len(text):
                 break
-            end = _line_end(text, end) + 1
-        if text.count("\n", start.end()) < 3:
+        if text.count("\n", start, end) < 3:
             return False
-        stop = _first(STACK_START, text, following, end)
-        if FRAME_LINE.search(text, following, stop) or \
-                text.find("(stack is not available)", following, stop) >= 0:
-            seen = True
-        else:
+        stop = min(end, starts[number + 1]) if number + 1 < len(starts) else end
+        if not (FRAME_LINE.search(text, following, stop)
+                or text.find("(stack is not available)", following, stop) >= 0):
             return False
-    return seen
+    return bool(starts)
 
 
 @functools.cache
