@@ -233,7 +233,8 @@ def _title_text(log: Log, block: _Block) -> str:
     kept = [text for ctx, text in pairs[:everyone] if ctx is None or ctx == context]
     kept += [text for ctx, text in pairs[everyone:]
              if ctx is None or ctx == context or ctx.startswith("C")]
-    return "\n".join(text for text in kept if not text.endswith(_UNRELIABLE))
+    text = "\n".join(kept)
+    return _UNRELIABLE_LINE.sub("", text) if _UNRELIABLE in text else text
 
 
 def _frame(match: re.Match[str], number: int, reliable: bool, in_irq: bool) -> Frame:

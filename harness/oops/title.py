@@ -78,14 +78,15 @@ def _line_end(text: str, position: int) -> int:
 
 def _frames_of(match: re.Match[str], text: str, skip: tuple[str, ...]) -> list[RawFrame]:
     found = []
-    line_end = -1
+    line_end = text.find("\n", match.end())
+    if line_end < 0:
+        line_end = len(text)
+    tagged = text.find("[", match.end(), line_end) >= 0
     for index, name in enumerate(match.groups(), start=1):
         if name is None:
             continue
-        if line_end < 0:
-            line_end = _line_end(text, match.end())
         module = None
-        if text.find("[", match.end(index), line_end) >= 0:
+        if tagged:
             tag = _MODULE_TAG.search(text, match.end(index), line_end)
             module = tag.group(1) if tag else None
         # A module's own frame is never a helper: the module is what is under test.

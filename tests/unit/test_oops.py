@@ -221,3 +221,37 @@ def test_the_warning_header_of_recent_kernels(header, rip, title):
         "Call Trace:", " <TASK>", " ext4_xattr_set_entry+0x10f/0x1d0", " </TASK>",
         "---[ end trace 0000000000000000 ]---"])
     assert [r.title for r in detect(log)] == [title]
+
+
+@pytest.mark.parametrize(("log", "title"), [
+    # A hung task whose name is garbled bytes: the task part of the header is free-form.
+    ("INFO: task \udcff\udcfe\x01syz:5123 blocked for more than 143 seconds.\n"
+     "Call Trace:\n __schedule+0x1/0x2\n schedule+0x1/0x2\n p9_fd_close+0x1/0x2\n"
+     " p9_client_destroy+0x1/0x2\n", "INFO: task hung in p9_fd_close"),
+    ("Unable to handle kernel access to user memory outside uaccess routines at virtual "
+     "address 0000000000000000\npc : schedule_tail+0x1/0x2\nCall trace:\n"
+     " schedule_tail+0x1/0x2\n ret_from_fork+0x1/0x2\n",
+     "BUG: unable to handle kernel access to user memory in schedule_tail"),
+    ("unregister_netdevice: waiting for lo to become free. Usage count = 2\n",
+     "unregister_netdevice: waiting for DEV to become free"),
+    ("VFS: Close: file count is 0 (f_op=shm_file_operations)\n",
+     "VFS: Close: file count is zero (use-after-free)"),
+])
+def test_formats_seen_on_kernels_nobody_tuned_for(log: str, title: str):
+    assert [r.title for r in detect(log)] == [title]
+
+
+def test_a_report_interleaved_with_another_task_reads_its_own_lines():
+    """With caller ids, the lines of another task printing at the same time are not part of
+    the report: its RIP and stack are the reporting task's."""
+    log = "\n".join([
+        "[   10.000001][ T100] general protection fault: 0000 [#1] SMP KASAN",
+        "[   10.000002][ T200] BUG: KASAN: null-ptr-deref in other_fn+0x1/0x2",
+        "[   10.000003][ T100] RIP: 0010:x25_connect+0x1/0x2",
+        "[   10.000004][ T200] RIP: 0010:other_fn+0x1/0x2",
+        "[   10.000005][ T100] Call Trace:",
+        "[   10.000006][ T200] Call Trace:",
+        "[   10.000007][ T100]  __sys_connect+0x1/0x2",
+        "[   10.000008][ T200]  other_caller+0x1/0x2",
+    ])
+    assert detect(log)[0].title == "general protection fault in x25_connect"
