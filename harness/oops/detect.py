@@ -9,7 +9,7 @@ can re-print an earlier RIP).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
@@ -244,16 +244,57 @@ def _frame(match: re.Match[str], number: int, reliable: bool, in_irq: bool) -> F
                  reliable, in_irq)
 
 
-def build_report(log: Log, block: _Block) -> Report:
-    titled: Titled = title_report(block.group, _title_text(log, block))
+class LazyFrames(list):
+    """A report's call-trace frames, read from its lines when first used: titling a report
+    needs its trace read only down to the guilty frame, and most callers never look."""
+
+    def __init__(self, source: Callable[[], list[Frame]] | Iterable[Frame] = ()) -> None:
+        super().__init__()
+        self._load: Callable[[], list[Frame]] | None = None
+        if callable(source):
+            self._load = source
+        else:
+            self.extend(source)
+
+    def _fill(self) -> None:
+        if self._load is not None:
+            load, self._load = self._load, None
+            self.extend(load())
+
+    def __iter__(self) -> Iterator[Frame]:
+        self._fill()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._fill()
+        return super().__len__()
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        self._fill()
+        return super().__getitem__(index)
+
+    def __eq__(self, other: object) -> bool:
+        self._fill()
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._fill()
+        return super().__repr__()
+
+
+def _read_frames(log: Log, block: _Block, modules_only: bool
+                 ) -> tuple[Frame | None, list[Frame], int | None]:
+    """The block's RIP frame, its call-trace frames (only those inside a module, if asked) and
+    where the offending task's own stack starts among them (after lockdep's chain)."""
     rip: Frame | None = None
     frames: list[Frame] = []
     own_stack_from: int | None = None
     in_irq = False
     after_backtrace = False
-    lines = log.texts[block.start:block.end + 1]
-    for index, text in enumerate(lines):
-        # Most lines are neither frames nor markers: two substring tests pass them by.
+    for index, text in enumerate(log.texts[block.start:block.end + 1]):
+        # Most lines are neither frames nor markers: substring tests pass them by.
         if "+0x" not in text:
             if "<" in text or "stack backtrace:" in text:
                 stripped = text.strip()
@@ -264,34 +305,50 @@ def build_report(log: Log, block: _Block) -> Report:
                 elif stripped == "stack backtrace:":
                     after_backtrace = True
             continue
-        if index == 0 or (block.start + index == block.header):
+        if index == 0 or block.start + index == block.header:
             continue
-        number = log.number(block.start + index)
         if rip is None and ("IP" in text or "pc :" in text or "PC is at" in text):
             found = RIP.match(text.strip())
             if found:
-                rip = _frame(found, number, True, False)
+                rip = _frame(found, log.number(block.start + index), True, False)
                 continue
+        if modules_only and "[" not in text:
+            continue
         found = FRAME.match(text)
-        if found is None:
+        if found is None or (modules_only and not found["module"]):
             continue
         if after_backtrace and own_stack_from is None:
             own_stack_from = len(frames)
-        frames.append(_frame(found, number, not found["unreliable"], in_irq))
+        frames.append(_frame(found, log.number(block.start + index), not found["unreliable"],
+                             in_irq))
+    return rip, frames, own_stack_from
+
+
+def build_report(log: Log, block: _Block) -> Report:
+    titled: Titled = title_report(block.group, _title_text(log, block))
+    rip, in_modules, own_stack_from = _read_frames(log, block, modules_only=True)
     if rip is None:
         rip = _header_frame(log.line(block.header))
     guilty = titled.guilty
     function = clean_function(guilty.name) if guilty else None
     module = guilty.module if guilty else None
     if module is None and function:
-        module = next((f.module for f in [rip, *frames] if f and f.function == function), None)
-    own = frames[own_stack_from:] if own_stack_from is not None else []
-    module_frame = next((f for f in [rip, *own, *frames] if f and f.module and f.reliable), None)
+        module = next((f.module for f in [rip, *in_modules]
+                       if f and f.module and f.function == function), None)
+    own = in_modules[own_stack_from:] if own_stack_from is not None else []
+    module_frame = next((f for f in [rip, *own, *in_modules] if f and f.module and f.reliable),
+                        None)
+
+    def all_frames() -> list[Frame]:
+        frames = _read_frames(log, block, modules_only=False)[1]
+        return ([rip] if rip else []) + frames
+
     fmt = titled.fmt
+    lines = log.texts[block.start:block.end + 1]
     return Report(
         title=titled.title, kind=fmt.kind if fmt else block.group.word.rstrip(": "),
         function=function, module=module, module_frame=module_frame,
-        frames=([rip] if rip else []) + frames,
+        frames=LazyFrames(all_frames),
         start_line=log.number(block.start), end_line=log.number(block.end),
         lines=lines, corrupted=titled.corrupted,
         panicked=(block.panicked or bool(fmt and fmt.panicked)

@@ -177,8 +177,22 @@ def _search(pattern: re.Pattern[str], text: str, start: int = 0, end: int | None
     return None
 
 
-def _corrupting_line(text: str, start: int, end: int) -> int:
-    if text.find("should_fail", start, end) < 0:
+def _first_frames(text: str, position: int, skip: tuple[str, ...]) -> list[RawFrame]:
+    """The frames of the first frame line from ``position`` that has one not skipped, unless
+    a line starting another trace comes first."""
+    checked = position
+    for match in FRAME_LINE.finditer(text, position):
+        if _first(STACK_START, text, checked, match.start()) < match.start():
+            return []
+        checked = match.start()
+        found = _frames_of(match, text, skip)
+        if found:
+            return found
+    return []
+
+
+def _corrupting_line(text: str, start: int, end: int, anywhere: bool) -> int:
+    if not anywhere or text.find("should_fail", start, end) < 0:
         return end
     return _first(CORRUPTING_LINE, text, start, end)
 
@@ -189,6 +203,7 @@ def _walk(rule: StackRule, parts: tuple[Part, ...], text: str
     and including its match; STACK reads frames until a line starts another trace, holds
     the next part, or comes from fault injection."""
     skip = rule.skip
+    fault_injection = "should_fail" in text
     results: list[RawFrame | None] = []
     frames: list[RawFrame] = []
     ok = True
@@ -211,19 +226,21 @@ def _walk(rule: StackRule, parts: tuple[Part, ...], text: str
         if part is STACK:
             stacks_read += 1
             following = parts[index + 1] if index + 1 < len(parts) else None
-            corrupt = _corrupting_line(text, position, size)
+            if following is None and rule.extractor is None and not fault_injection:
+                # The last part, and its first frame is the pick: read down to that frame
+                # only (a trace can be hundreds of frames deep, the log long after it).
+                if not frames:
+                    frames += _first_frames(text, position, skip)
+                position = size
+                index += 1
+                continue
+            corrupt = _corrupting_line(text, position, size, fault_injection)
             start_line = _first(STACK_START, text, position, corrupt)
             next_part = (_first(following, text, position, start_line)
                          if isinstance(following, re.Pattern) else start_line)
             stop = min(corrupt, start_line, next_part)
-            # When this trace is the last part and the first frame is the pick, reading stops
-            # at that frame (a report's trace can be hundreds of frames deep).
-            first_wins = following is None and rule.extractor is None
-            if not (first_wins and frames):
-                for match in FRAME_LINE.finditer(text, position, stop):
-                    frames += _frames_of(match, text, skip)
-                    if first_wins and frames:
-                        break
+            for match in FRAME_LINE.finditer(text, position, stop):
+                frames += _frames_of(match, text, skip)
             if stop == size:
                 position = size
             elif stop == corrupt:
@@ -236,7 +253,7 @@ def _walk(rule: StackRule, parts: tuple[Part, ...], text: str
             position = _line_end(text, stop) + 1
         else:
             assert isinstance(part, re.Pattern)
-            corrupt = _corrupting_line(text, position, size)
+            corrupt = _corrupting_line(text, position, size, fault_injection)
             match = _search(part, text, position, corrupt)
             if match is None:
                 ok &= corrupt == size
