@@ -206,6 +206,10 @@ def _f(kind: str, header: str, fmt: str, *, report: str | None = None,
                        corrupted, panicked)
 
 
+_RCU_STALL_PARTS: tuple[Part, ...] = (_re("apic_timer_interrupt"), RIP_FRAME, STACK)
+_RCU_STALL_PARTS2: tuple[Part, ...] = (
+    _re("(?:apic_timer_interrupt|Exception stack|el1h_64_irq)"), STACK)
+_RCU_STALL_SKIP = ("apic_timer_interrupt", "rcu")
 _KASAN_BAD_ACCESS = ("BUG: KASAN: ([a-z\\-]+) in {{FUNC}}(?:.*\\n)+?.*(Read|Write) "
                      "(?:of size|at addr) (?:[0-9a-f]+)")
 _LOCK_AT = "at: (?:{{PC}} +)?{{FUNC}}"
@@ -423,14 +427,17 @@ GROUPS: tuple[Group, ...] = (
            "inconsistent lock state in {0}",
            report="INFO: inconsistent lock state \\](?:.*\\n)+?.*takes(?:.*\\n)+?.*at: {{PC}} "
                   "+{{FUNC}}"),
+        # A CPU that reports its own stall prints its registers and trace; on kernels that
+        # do so without IRQ frames (6.1 under TCG) that trace is where it loops.
+        _f("rcu stall", "INFO: rcu_(?:preempt|sched|bh|tasks) self-detected(?: expedited)? "
+           "stall", "INFO: rcu detected stall in {0}",
+           stack=_stack(*_RCU_STALL_PARTS, fallbacks=(_RCU_STALL_PARTS2,
+                                                      (RIP_FRAME, CALL_TRACE, STACK)),
+                        skip=_RCU_STALL_SKIP, extractor=_STALL)),
         _f("rcu stall", "INFO: rcu_(?:preempt|sched|bh|tasks) (?:self-)?detected(?: expedited)?"
            " stall", "INFO: rcu detected stall in {0}",
-           stack=_stack(_re("apic_timer_interrupt"), RIP_FRAME, STACK,
-                        fallbacks=(
-                            (_re("(?:apic_timer_interrupt|Exception stack|el1h_64_irq)"), STACK),
-                            # Kernels that print the stalled CPU's registers, no IRQ frames.
-                            (RIP_FRAME, STACK)),
-                        skip=("apic_timer_interrupt", "rcu"), extractor=_STALL)),
+           stack=_stack(*_RCU_STALL_PARTS, fallbacks=(_RCU_STALL_PARTS2,),
+                        skip=_RCU_STALL_SKIP, extractor=_STALL)),
         _f("non-static key", "INFO: trying to register non-static key",
            "INFO: trying to register non-static key in {0}",
            stack=_stack(CALL_TRACE, STACK, skip=("stack", "lock", "IRQ"))),

@@ -29,16 +29,16 @@ def _outcome(reports: list[Report]) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize("path", LOG_FILES, ids=lambda p: p.name)
 def test_captured_log(path: Path, request: pytest.FixtureRequest):
-    """Each log captured from this project's faulty modules (modules/crashy on the stock box,
-    tests/vm/modules/planted on the debug box) against its own expected reports, kept beside it
-    in NAME.expected.json; ``--update-expected`` rewrites them after an intended change."""
+    """Each serial console captured from this project's faulty modules (modules/crashy on the
+    stock box, tests/vm/modules/planted on the debug box, one with the debug box's boot: an RCU
+    stall in ACPI under KASAN and TCG) against its own expected reports, kept beside it in
+    NAME.expected.json; ``--update-expected`` rewrites them after an intended change."""
     got = _outcome(detect(path.read_bytes()))
     expected_file = path.with_name(path.name + EXPECTED_SUFFIX)
     if request.config.getoption("--update-expected"):
         expected_file.write_text(json.dumps({"reports": got}, indent=2) + "\n")
     expected = json.loads(expected_file.read_text())["reports"]
     assert got == expected
-    assert got and got[0]["module_frame"] is not None  # every capture names its module
 
 
 def test_lockdep_points_at_the_offending_tasks_own_stack_not_the_chain():
