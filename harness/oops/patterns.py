@@ -188,8 +188,7 @@ def _warning_stack(*skip: str) -> StackRule:
 # Words one of which every match of these patterns holds: the search for them goes first.
 _RIP_WORDS = ("IP", "pc ", "PC is at")
 LEAD_WORDS: dict[re.Pattern[str], tuple[str, ...]] = {
-    STACK_START: ("Call Trace", "Call trace", "Allocated", "Freed", "backtrace", "Backtrace:",
-                  "Uninit was stored"),
+    STACK_START: ("Call ", "Allocated", "Freed", "acktrace", "Uninit was stored"),
     CALL_TRACE: ("Call Trace:", "Call trace:", "Backtrace:"),
     RIP_FRAME: _RIP_WORDS,
     WARNING_START: (*_RIP_WORDS, "--- interrupt: "),

@@ -32,7 +32,7 @@ from harness.oops.patterns import (
 )
 
 MAX_TITLE = 120
-STACK_CHECK_CHARS = 30_000  # about 300 lines
+STACK_CHECK_CHARS = 12_000  # about 150 lines: the report's own traces
 _MODULE_TAG = re.compile(r"\+0x[0-9a-f]+/0x[0-9a-f]+\s+\[([\w-]+)\]")
 # A title with a console timestamp in it was glued together from two messages.
 _GARBLED_TITLE = re.compile(r"\[ *[0-9]+\.[0-9]+\]")
@@ -56,9 +56,30 @@ def _skip_pattern(extra: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(SKIP_FRAMES + extra))
 
 
-@functools.lru_cache(maxsize=65536)
-def _skipped(extra: tuple[str, ...], name: str) -> bool:
-    return _skip_pattern(extra).search(name) is not None
+class _Skips:
+    """Whether a frame name is a helper under one rule's skip list, remembered per name (the
+    same helpers recur in every trace)."""
+
+    _by_rule: dict[tuple[str, ...], _Skips] = {}
+
+    def __init__(self, extra: tuple[str, ...]) -> None:
+        self.pattern = _skip_pattern(extra)
+        self.known: dict[str, bool] = {}
+
+    @classmethod
+    def of(cls, extra: tuple[str, ...]) -> _Skips:
+        found = cls._by_rule.get(extra)
+        if found is None:
+            found = cls._by_rule[extra] = cls(extra)
+        return found
+
+    def __call__(self, name: str) -> bool:
+        known = self.known.get(name)
+        if known is None:
+            if len(self.known) > 65536:
+                self.known.clear()
+            known = self.known[name] = self.pattern.search(name) is not None
+        return known
 
 
 @functools.lru_cache(maxsize=8192)
@@ -76,7 +97,7 @@ def _line_end(text: str, position: int) -> int:
     return len(text) if end < 0 else end
 
 
-def _frames_of(match: re.Match[str], text: str, skip: tuple[str, ...]) -> list[RawFrame]:
+def _frames_of(match: re.Match[str], text: str, skip: _Skips) -> list[RawFrame]:
     found = []
     line_end = text.find("\n", match.end())
     if line_end < 0:
@@ -90,7 +111,7 @@ def _frames_of(match: re.Match[str], text: str, skip: tuple[str, ...]) -> list[R
             tag = _MODULE_TAG.search(text, match.end(index), line_end)
             module = tag.group(1) if tag else None
         # A module's own frame is never a helper: the module is what is under test.
-        if module is None and _skipped(skip, name):
+        if module is None and skip(name):
             continue
         found.append(RawFrame(name, module))
     return found
@@ -177,7 +198,7 @@ def _search(pattern: re.Pattern[str], text: str, start: int = 0, end: int | None
     return None
 
 
-def _first_frames(text: str, position: int, skip: tuple[str, ...]) -> list[RawFrame]:
+def _first_frames(text: str, position: int, skip: _Skips) -> list[RawFrame]:
     """The frames of the first frame line from ``position`` that has one not skipped, unless
     a line starting another trace comes first."""
     checked = position
@@ -202,7 +223,7 @@ def _walk(rule: StackRule, parts: tuple[Part, ...], text: str
     """syzkaller's extractStackFrame over one text: each pattern part consumes lines up to
     and including its match; STACK reads frames until a line starts another trace, holds
     the next part, or comes from fault injection."""
-    skip = rule.skip
+    skip = _Skips.of(rule.skip)
     fault_injection = "should_fail" in text
     results: list[RawFrame | None] = []
     frames: list[RawFrame] = []
@@ -307,21 +328,17 @@ def _stack_starts(text: str) -> list[int]:
 
 
 def _has_stack(text: str) -> bool:
-    """Every "Call Trace:"-like line is followed by a frame within 15 lines, before another
-    trace starts, and there is one (in the first few hundred lines, where a report's own
-    traces are)."""
+    """Every "Call Trace:"-like line is followed closely (about 15 lines) by a frame, before
+    another trace starts, and there is one (in the report's first lines, its own traces)."""
     text = text[:STACK_CHECK_CHARS]
     starts = _stack_starts(text)
     for number, start in enumerate(starts):
         following = _line_end(text, start) + 1
-        end = following
-        for _ in range(15):
-            end = _line_end(text, end) + 1
-            if end >= len(text):
-                break
-        if text.count("\n", start, end) < 3:
+        stop = following + 1500
+        if number + 1 < len(starts):
+            stop = min(stop, starts[number + 1])
+        if text.count("\n", start, following + 1500) < 3:
             return False
-        stop = min(end, starts[number + 1]) if number + 1 < len(starts) else end
         if not (FRAME_LINE.search(text, following, stop)
                 or text.find("(stack is not available)", following, stop) >= 0):
             return False
