@@ -9,6 +9,7 @@ reports can point back at it.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ class Log:
     so that searching for a pattern is one regex call over ``text``, not one a line."""
 
     texts: list[str]  # messages, prefixes stripped, trailing blanks removed
-    raws: list[str]
+    source: str | list[str]  # the input: whole, or already split into its lines
     contexts: list[str | None] | None  # None when no line carries a caller id
     numbers: list[int] | None  # line numbers in the input; None when they are index + 1
     text: str = ""
@@ -79,6 +80,11 @@ class Log:
         self.text = "\n".join(self.texts)
         self.starts = list(itertools.accumulate(map((1).__add__, map(len, self.texts[:-1])),
                                                 initial=0))
+
+    @functools.cached_property
+    def raws(self) -> list[str]:
+        """The input's lines as they were (split only when a caller wants one)."""
+        return self.source if isinstance(self.source, list) else self.source.split("\n")
 
     def number(self, index: int) -> int:
         return self.numbers[index] if self.numbers is not None else index + 1
@@ -115,13 +121,12 @@ def read_log(data: str | bytes) -> Log:
         data = _ANSI.sub("", data)
     if _KMSG_RECORD.match(data[:data.find("\n") if "\n" in data else len(data)]):
         return _read_kmsg(data.split("\n"))
-    raws = data.split("\n")
     pairs = _CONSOLE_LINE.findall(data)
     texts = [message.rstrip() for _, message in pairs]
     contexts: list[str | None] | None = None
-    if any(context for context, _ in pairs):
+    if "][" in data and any(context for context, _ in pairs):
         contexts = [context or None for context, _ in pairs]
-    return Log(texts, raws, contexts, None)
+    return Log(texts, data, contexts, None)
 
 
 def unglue(log: Log, index: int) -> str:
