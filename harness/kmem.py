@@ -159,6 +159,29 @@ def parse_trace(text: str) -> tuple[dict[str, Allocation], int]:
     return live, lost
 
 
+# The tracing instance with its buffer, the allocation filter and the events enabled, recording
+# off. Enabling an event patches kernel text and waits for every CPU to acknowledge it: under
+# emulation on a busy host that wait once outlasted the soft-lockup watchdog (20 s), so it is
+# done once per boot, before the clean snapshot, not in each test.
+_SET_UP = "\n".join(
+    [f"mkdir -p {INSTANCE}", f"echo 0 > {INSTANCE}/tracing_on",
+     f"[ \"$(cat {INSTANCE}/buffer_size_kb)\" = {BUFFER_KB} ] || "
+     f"echo {BUFFER_KB} > {INSTANCE}/buffer_size_kb"]
+    + [line for event in ALLOC_EVENTS for line in (
+        f"echo 'call_site >= {MODULES_AREA_START:#x}' > {INSTANCE}/events/kmem/{event}/filter",
+        f"echo 1 > {INSTANCE}/events/kmem/{event}/enable")]
+    + [f"echo 1 > {INSTANCE}/events/kmem/{event}/enable" for event in FREE_EVENTS])
+_READY = f"[ \"$(cat {INSTANCE}/events/kmem/{FREE_EVENTS[-1]}/enable 2>/dev/null)\" = 1 ]"
+_SET_UP_UNLESS_READY = f"if ! {_READY}; then\n{_SET_UP}\nfi"
+
+
+def prepare_guest(transport: Transport) -> bool:
+    """Make the ledger's tracing instance ready, recording off (once per boot, before the clean
+    snapshot). Returns whether the guest could: a kernel without tracefs or the kmem events
+    cannot, and its ledger will say so when a test asks for one."""
+    return transport.run(f"set -e\n{_SET_UP_UNLESS_READY}", sudo=True, timeout=120).ok
+
+
 @dataclass
 class KmemLedger:
     """Start it before the module is loaded; ask it after."""
@@ -175,18 +198,11 @@ class KmemLedger:
         return result.stdout
 
     def start(self) -> None:
-        """A fresh, empty ledger (earlier events cleared). The tracing instance and its
-        buffer are made once per boot and kept: allocating the buffer is the slow part."""
-        events = f"{INSTANCE}/events/kmem"
-        script = [f"set -e; [ -d {INSTANCE} ] || {{ mkdir {INSTANCE}; "
-                  f"echo {BUFFER_KB} > {INSTANCE}/buffer_size_kb; }}",
-                  f"echo 0 > {INSTANCE}/tracing_on"]
-        for event in ALLOC_EVENTS:
-            script += [f"echo 'call_site >= {MODULES_AREA_START:#x}' > {events}/{event}/filter",
-                       f"echo 1 > {events}/{event}/enable"]
-        script += [f"echo 1 > {events}/{event}/enable" for event in FREE_EVENTS]
-        script += [f": > {INSTANCE}/trace", f"echo 1 > {INSTANCE}/tracing_on"]
-        self._sh("\n".join(script))
+        """A fresh, empty ledger (earlier events cleared). The tracing instance, its buffer and
+        its enabled events are normally there already (:func:`prepare_guest`, before the clean
+        snapshot); they are set up here only on a guest that lacks them."""
+        self._sh(f"set -e\n{_SET_UP_UNLESS_READY}\necho 0 > {INSTANCE}/tracing_on\n"
+                 f": > {INSTANCE}/trace\necho 1 > {INSTANCE}/tracing_on")
         self.started = True
 
     def stop(self) -> None:

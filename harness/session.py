@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import accel
+from harness import accel, kmem
 from harness.boxbuild import box_kernel, box_rootfs
 from harness.boxes import load_catalogue
 from harness.errors import HarnessError, VMError
@@ -146,8 +146,15 @@ def ready_vm(vm: VM, reuse: bool = True) -> VM:
     vm.record_fingerprint()
     if not vm.has_snapshot():
         vm.say("saving a snapshot of the clean, booted kernel")
-        vm.save_snapshot()
+        save_clean_snapshot(vm)
     return vm
+
+
+def save_clean_snapshot(vm: VM) -> None:
+    """The clean snapshot, with what every test would otherwise set up again first (see
+    ``vm.SNAPSHOT_CONTENTS``): the kmem ledger's tracing instance, its events enabled."""
+    kmem.prepare_guest(vm.transport())
+    vm.save_snapshot()
 
 
 def make_guest(vm: VM, build_mode: str = "auto", cache_name: str = "build-cache") -> Guest:
@@ -222,7 +229,7 @@ class HarnessSession:
 
     def _reboot(self) -> float:
         seconds = self.vm.reboot()
-        self.vm.save_snapshot()
+        save_clean_snapshot(self.vm)
         return seconds
 
     def _recreate(self) -> float:
@@ -230,7 +237,7 @@ class HarnessSession:
         self.vm.destroy()
         self.vm.up()
         self.vm.wait_for_ssh()
-        self.vm.save_snapshot()
+        save_clean_snapshot(self.vm)
         return time.monotonic() - started
 
     def new_test(self, name: str, expect_oops: list[str] | None = None) -> TestRun:

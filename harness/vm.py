@@ -47,6 +47,9 @@ PACKAGED_VAGRANTFILE = Path(__file__).parent / "data" / "Vagrantfile"
 ISOLATION_FILTER_FILE = Path(__file__).parent / "data" / "guest-isolation.nwfilter.xml"
 ISOLATION_FILTER = "harness-guest-isolation"
 CLEAN_SNAPSHOT = "harness-clean"
+# What the clean snapshot holds besides the booted guest (session.save_clean_snapshot makes
+# it); a saved VM whose snapshot holds something else is replaced, not resumed.
+SNAPSHOT_CONTENTS = "kmem ledger events enabled, recording off"
 DEFAULT_MEMORY_MIB = 2048
 DEFAULT_CPUS = 2
 
@@ -197,7 +200,7 @@ class VM:
         s = self.settings
         recipe = s.box.recipe.digest(BUILDER_VERSION) if s.box.recipe is not None else None
         return {"box": s.box.vagrant_box, "recipe": recipe, "driver": s.driver,
-                "memory": s.memory, "cpus": s.cpus}
+                "memory": s.memory, "cpus": s.cpus, "snapshot": SNAPSHOT_CONTENTS}
 
     def recorded_fingerprint(self) -> dict[str, object] | None:
         try:

@@ -106,6 +106,9 @@ class ScriptedVM:
     def save_snapshot(self) -> None:
         self.steps.append("snapshot")
 
+    def transport(self) -> SimpleNamespace:
+        return SimpleNamespace(run=lambda script, **_: SimpleNamespace(ok=True))
+
     def destroy(self) -> None:
         self.steps.append("destroy")
 

@@ -178,6 +178,17 @@ class FakeVM:
         self.calls.append("snapshot")
         self.snapshot = True
 
+    def transport(self) -> SimpleNamespace:
+        """Commands the session runs in the guest before its snapshot, recorded by script."""
+        def run(script: str, **_: object) -> SimpleNamespace:
+            self.calls.append("guest: " + ("kmem events" if "events/kmem" in script else script))
+            return SimpleNamespace(ok=True)
+        return SimpleNamespace(run=run)
+
+
+# After a boot: SSH answers, the network policy, the kmem events enabled once, the snapshot.
+BOOTED = ["ssh", "network policy", "guest: kmem events", "snapshot"]
+
 
 def actions(vm: FakeVM) -> list[str]:
     return [c for c in vm.calls if not c.startswith("say")]
@@ -193,20 +204,20 @@ def test_a_saved_vm_is_resumed_from_its_snapshot_not_booted():
 def test_a_vm_made_with_other_settings_is_replaced():
     vm = FakeVM(recorded={"box": "harness/debian-12", "driver": "kvm"})
     ready_vm(vm)  # type: ignore[arg-type]
-    assert actions(vm) == ["destroy", "up", "ssh", "network policy", "snapshot"]
+    assert actions(vm) == ["destroy", "up", *BOOTED]
     assert vm.recorded == vm.settings_fingerprint()
 
 
 def test_a_vm_that_cannot_be_resumed_is_made_anew():
     vm = FakeVM(restore_fails=True)
     ready_vm(vm)  # type: ignore[arg-type]
-    assert actions(vm) == ["restore", "destroy", "up", "ssh", "network policy", "snapshot"]
+    assert actions(vm) == ["restore", "destroy", "up", *BOOTED]
 
 
 def test_no_vm_yet_boots_one_and_takes_the_clean_snapshot():
     vm = FakeVM(has_domain=False, snapshot=False)
     ready_vm(vm)  # type: ignore[arg-type]
-    assert actions(vm) == ["up", "ssh", "network policy", "snapshot"]
+    assert actions(vm) == ["up", *BOOTED]
 
 
 def test_the_run_summary_counts_where_builds_ran():
