@@ -29,10 +29,11 @@ def _outcome(reports: list[Report]) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize("path", LOG_FILES, ids=lambda p: p.name)
 def test_captured_log(path: Path, request: pytest.FixtureRequest):
-    """Each serial console captured from this project's faulty modules (modules/crashy on the
-    stock box, tests/vm/modules/planted on the debug box, one with the debug box's boot: an RCU
-    stall in ACPI under KASAN and TCG) against its own expected reports, kept beside it in
-    NAME.expected.json; ``--update-expected`` rewrites them after an intended change."""
+    """Each log captured here against its own expected reports, kept beside it in
+    NAME.expected.json (``--update-expected`` rewrites them after an intended change): the
+    stock box's boot dmesg (no report), serial consoles of this project's faulty modules
+    (modules/crashy on the stock box, tests/vm/modules/planted on the debug box), one with the
+    debug box's own boot in it (an RCU stall in ACPI under KASAN and TCG)."""
     got = _outcome(detect(path.read_bytes()))
     expected_file = path.with_name(path.name + EXPECTED_SUFFIX)
     if request.config.getoption("--update-expected"):
