@@ -340,7 +340,10 @@ def build_report(log: Log, block: _Block) -> Report:
                         None)
 
     def all_frames() -> list[Frame]:
-        frames = _read_frames(log, block, modules_only=False)[1]
+        # The very objects module_frame and the RIP are: callers find them by identity.
+        known = {frame: frame for frame in in_modules}
+        frames = [known.get(frame, frame)
+                  for frame in _read_frames(log, block, modules_only=False)[1]]
         return ([rip] if rip else []) + frames
 
     fmt = titled.fmt

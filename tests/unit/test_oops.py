@@ -256,3 +256,13 @@ def test_a_report_interleaved_with_another_task_reads_its_own_lines():
         "[   10.000008][ T200]  other_caller+0x1/0x2",
     ])
     assert detect(log)[0].title == "general protection fault in x25_connect"
+
+
+@pytest.mark.parametrize("name", ["null_exit.console", "lockdep_abba.console",
+                                  "kasan_uaf_read.console"])
+def test_the_module_frame_is_one_of_the_reports_frames(name: str):
+    """Symbolization finds the module frame among the report's frames by identity (the frames
+    are read on first use, after the module frame): the same object, not an equal copy."""
+    report = detect((LOGS / name).read_bytes())[0]
+    assert report.module_frame is not None
+    assert any(frame is report.module_frame for frame in report.frames)
