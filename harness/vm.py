@@ -83,6 +83,14 @@ def domain_prefix(project_dir: Path) -> str:
     return f"harness-{digest}-"
 
 
+def address_wait_timed_out(vagrant_output: str) -> bool:
+    """Whether ``vagrant up`` gave up waiting for the guest's DHCP address: vagrant-libvirt waits
+    a fixed 300 x 2 s, which a KASAN kernel's first boot under emulation can outlast (it then
+    removes the domain, so another ``vagrant up`` starts afresh)."""
+    return ("Waiting for domain to get an IP address" in vagrant_output
+            and "Fog::Errors::TimeoutError" in vagrant_output)
+
+
 @dataclass
 class VM:
     """One Vagrant machine for a project folder."""
@@ -179,16 +187,25 @@ class VM:
                  f"console log {self.console.location}")
         v = vagrant.Vagrant(root=str(self.vagrant_dir), env=self.env(),
                             err_cm=vagrant.make_file_cm(str(self.vagrant_log)))
-        try:
-            with open(self.vagrant_log, "a") as log:
-                for line in v.up(provider="libvirt", stream_output=True):
-                    log.write(line)
-                    log.flush()
-                    shown = progress_free(line)
-                    if shown:
-                        print("  " + shown, file=self.log, flush=True)
-        except subprocess.CalledProcessError as err:
-            raise self._vagrant_failed("up") from err
+        for attempt in (1, 2):
+            logged_before = self.vagrant_log.stat().st_size if self.vagrant_log.exists() else 0
+            try:
+                with open(self.vagrant_log, "a") as log:
+                    for line in v.up(provider="libvirt", stream_output=True):
+                        log.write(line)
+                        log.flush()
+                        shown = progress_free(line)
+                        if shown:
+                            print("  " + shown, file=self.log, flush=True)
+                break
+            except subprocess.CalledProcessError as err:
+                with open(self.vagrant_log, errors="replace") as log:
+                    log.seek(logged_before)
+                    if attempt == 1 and address_wait_timed_out(log.read()):
+                        self.say("the guest got no address within vagrant-libvirt's fixed wait "
+                                 "(10 min; a slow boot under emulation): booting once more")
+                        continue
+                raise self._vagrant_failed("up") from err
         self.say(f"VM up in {time.monotonic() - started:.0f} s")
         self._surroundings_file.unlink(missing_ok=True)  # a new boot: no clean snapshot yet
         self._retarget()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.cli import build_parser
@@ -54,3 +56,15 @@ def test_given_options_win_over_the_environment(monkeypatch):
     assert VMOptions.from_config(OptionsConfig([])).libvirt_host == "from-env.example"
     chosen = VMOptions.from_config(OptionsConfig(["--vm-libvirt-host=given.example"]))
     assert (chosen.libvirt_host, chosen.libvirt_user) == ("given.example", "envuser")
+
+
+def test_a_boot_that_outlasts_vagrant_libvirts_address_wait_is_recognised():
+    """vagrant-libvirt waits 300 x 2 s for the guest's DHCP address; a KASAN guest's first boot
+    under emulation can take longer, and then `vagrant up` is tried once more."""
+    from harness.vm import address_wait_timed_out
+
+    log = Path(__file__).parent / "data" / "vagrant_up_address_timeout.log"
+    assert address_wait_timed_out(log.read_text())
+    assert not address_wait_timed_out("==> default: Waiting for domain to get an IP address...\n"
+                                      "==> default: Waiting for SSH to become available...\n")
+    assert not address_wait_timed_out("Error while creating domain: Fog::Errors::TimeoutError")
