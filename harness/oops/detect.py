@@ -13,12 +13,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
-from harness.oops.logtext import Log, LogLine, read_log, unglue
+from harness.oops.logtext import Log, LogLine, find_all, read_log, unglue
 from harness.oops.patterns import (
     FOLLOW_UPS,
     FRAME,
     GROUPS,
-    HEADER_HINT,
     HEADER_LEAD,
     HEADER_WORDS,
     IRQ_END,
@@ -29,6 +28,8 @@ from harness.oops.patterns import (
     Group,
 )
 from harness.oops.title import Titled, normalise, title_report
+
+__all__ = ["Frame", "Report", "detect", "normalise", "parse_frame"]
 
 MAX_REPORT_LINES = 200  # of a report as shown
 MAX_TITLE_LINES = 1000  # read for a report's title: its call traces can follow a long preamble
@@ -117,31 +118,21 @@ class Report:
 
 def parse_frame(text: str, line: int, in_irq: bool = False) -> Frame | None:
     match = FRAME.match(text)
-    if not match:
-        return None
-    offset, length = _offsets(text, match.end("func"))
-    return Frame(clean_function(match["func"]), offset, length, match["module"], line,
-                 reliable=not match["unreliable"], in_irq=in_irq)
+    return _frame(match, line, not match["unreliable"], in_irq) if match else None
 
 
-def _offsets(text: str, pos: int) -> tuple[int, int]:
-    found = re.match(r"\+0x([0-9a-f]+)/0x([0-9a-f]+)", text[pos:])
-    return (int(found[1], 16), int(found[2], 16)) if found else (0, 0)
+def _frame(match: re.Match[str], number: int, reliable: bool, in_irq: bool) -> Frame:
+    """A frame from a match of FRAME or RIP (their func, offset, length and module groups)."""
+    return Frame(clean_function(match["func"]), int(match["offset"], 16),
+                 int(match["length"], 16), match["module"], number, reliable, in_irq)
 
 
 def clean_function(name: str) -> str:
     return _FUNC_SUFFIX.sub("", name) if "." in name else name
 
 
-__all__ = ["Frame", "Report", "detect", "normalise", "parse_frame"]
-
-
-
-
 def header_group(text: str) -> Group | None:
     """The group whose word starts a report on this line, if any."""
-    if not HEADER_HINT.search(text):
-        return None
     for group in GROUPS:
         position = text.find(group.word)
         if position < 0 or any(s.search(text) for s in group.suppress):
@@ -166,7 +157,7 @@ def split_blocks(log: Log) -> list[_Block]:
     word: faster than one regex alternation of them all)."""
     headers: list[tuple[int, Group]] = []
     candidates = sorted({log.line_at(hit) for word in HEADER_WORDS
-                         for hit in _find_all(log.text, word)})
+                         for hit in find_all(log.text, word)})
     for index in candidates:
         group = header_group(unglue(log, index) if log.numbers is None else log.texts[index])
         if group is None:
@@ -176,10 +167,10 @@ def split_blocks(log: Log) -> list[_Block]:
         headers.append((index, group))
     if not headers:
         return []
-    ends = [line for line in (log.line_at(hit) for hit in _find_all(log.text, "---[ end"))
+    ends = [line for line in (log.line_at(hit) for hit in find_all(log.text, "---[ end"))
             if REPORT_END.match(log.texts[line].strip())]
     interruptions = sorted(log.line_at(hit) for message in MESSAGES_WITH_STACK
-                           for hit in _find_all(log.text, message))
+                           for hit in find_all(log.text, message))
     blocks: list[_Block] = []
     for index, group in headers:
         text = log.texts[index]
@@ -206,13 +197,6 @@ def split_blocks(log: Log) -> list[_Block]:
     return blocks
 
 
-def _find_all(text: str, word: str) -> Iterator[int]:
-    position = text.find(word)
-    while position >= 0:
-        yield position
-        position = text.find(word, position + 1)
-
-
 def _title_text(log: Log, block: _Block) -> str:
     """The block's text from its header on, as its printer wrote it: with caller ids, only the
     header's own task or CPU (and every CPU's once an all-CPU backtrace starts)."""
@@ -235,13 +219,6 @@ def _title_text(log: Log, block: _Block) -> str:
              if ctx is None or ctx == context or ctx.startswith("C")]
     text = "\n".join(kept)
     return _UNRELIABLE_LINE.sub("", text) if _UNRELIABLE in text else text
-
-
-def _frame(match: re.Match[str], number: int, reliable: bool, in_irq: bool) -> Frame:
-    function = match["func"]
-    return Frame(clean_function(function) if "." in function else function,
-                 int(match["offset"], 16), int(match["length"], 16), match["module"], number,
-                 reliable, in_irq)
 
 
 class LazyFrames(list):

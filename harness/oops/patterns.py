@@ -579,7 +579,6 @@ GROUPS: tuple[Group, ...] = (
 
 # The words that start a report; a line without one is none.
 HEADER_WORDS = tuple(group.word for group in GROUPS)
-HEADER_HINT = re.compile("|".join(re.escape(word) for word in HEADER_WORDS))
 # What may precede a header word on its line: indentation, old lockdep's "[ ", a syzkaller
 # date, a login prompt, one subsystem tag ("rcu: ", "watchdog: "), and the KASAN hint that 4.x
 # kernels print with no newline before the fault. Not any message text: a module's
@@ -598,8 +597,6 @@ FOLLOW_UPS = _re(r"invalid opcode: 0000|Kernel panic - not syncing|unregister_ne
 IRQ_START = _re(r"^<(?:IRQ|NMI|EOI)>$")
 IRQ_END = _re(r"^</?(?:IRQ|NMI|EOI)>$|^<TASK>$")
 FUNC = r"(?P<func>[A-Za-z_.$][\w.$]*)\+0x(?P<offset>[0-9a-f]+)/0x(?P<length>[0-9a-f]+)"
-# Lockdep's lines naming where a lock was taken: "(&lock){+.+.}, at: func+0x1/0x2".
-LOCK_AT = _re(r"\bat: (?:\[<[0-9a-f]+>\]\s*)?" + FUNC)
 # Lines that end a report.
 REPORT_END = _re(r"^---\[ end (?:trace [0-9a-f]+|Kernel panic - not syncing.*) \]---|"
                  r"^---\[ end trace")

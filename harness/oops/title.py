@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from harness.oops.logtext import find_all
 from harness.oops.patterns import (
     CORRUPTING_LINE,
     FRAME_LINE,
@@ -56,30 +57,11 @@ def _skip_pattern(extra: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(SKIP_FRAMES + extra))
 
 
-class _Skips:
-    """Whether a frame name is a helper under one rule's skip list, remembered per name (the
-    same helpers recur in every trace)."""
-
-    _by_rule: dict[tuple[str, ...], _Skips] = {}
-
-    def __init__(self, extra: tuple[str, ...]) -> None:
-        self.pattern = _skip_pattern(extra)
-        self.known: dict[str, bool] = {}
-
-    @classmethod
-    def of(cls, extra: tuple[str, ...]) -> _Skips:
-        found = cls._by_rule.get(extra)
-        if found is None:
-            found = cls._by_rule[extra] = cls(extra)
-        return found
-
-    def __call__(self, name: str) -> bool:
-        known = self.known.get(name)
-        if known is None:
-            if len(self.known) > 65536:
-                self.known.clear()
-            known = self.known[name] = self.pattern.search(name) is not None
-        return known
+@functools.lru_cache(maxsize=65536)
+def _skipped(extra: tuple[str, ...], name: str) -> bool:
+    """Whether a frame name is a helper under a rule's skip list (the same helpers recur in
+    every trace: remembered)."""
+    return _skip_pattern(extra).search(name) is not None
 
 
 @functools.lru_cache(maxsize=8192)
@@ -97,11 +79,9 @@ def _line_end(text: str, position: int) -> int:
     return len(text) if end < 0 else end
 
 
-def _frames_of(match: re.Match[str], text: str, skip: _Skips) -> list[RawFrame]:
+def _frames_of(match: re.Match[str], text: str, skip: tuple[str, ...]) -> list[RawFrame]:
     found = []
-    line_end = text.find("\n", match.end())
-    if line_end < 0:
-        line_end = len(text)
+    line_end = _line_end(text, match.end())
     tagged = text.find("[", match.end(), line_end) >= 0
     for index, name in enumerate(match.groups(), start=1):
         if name is None:
@@ -111,7 +91,7 @@ def _frames_of(match: re.Match[str], text: str, skip: _Skips) -> list[RawFrame]:
             tag = _MODULE_TAG.search(text, match.end(index), line_end)
             module = tag.group(1) if tag else None
         # A module's own frame is never a helper: the module is what is under test.
-        if module is None and skip(name):
+        if module is None and _skipped(skip, name):
             continue
         found.append(RawFrame(name, module))
     return found
@@ -198,7 +178,7 @@ def _search(pattern: re.Pattern[str], text: str, start: int = 0, end: int | None
     return None
 
 
-def _first_frames(text: str, position: int, skip: _Skips) -> list[RawFrame]:
+def _first_frames(text: str, position: int, skip: tuple[str, ...]) -> list[RawFrame]:
     """The frames of the first frame line from ``position`` that has one not skipped, unless
     a line starting another trace comes first."""
     checked = position
@@ -223,7 +203,7 @@ def _walk(rule: StackRule, parts: tuple[Part, ...], text: str
     """syzkaller's extractStackFrame over one text: each pattern part consumes lines up to
     and including its match; STACK reads frames until a line starts another trace, holds
     the next part, or comes from fault injection."""
-    skip = _Skips.of(rule.skip)
+    skip = rule.skip
     fault_injection = "should_fail" in text
     results: list[RawFrame | None] = []
     frames: list[RawFrame] = []
@@ -317,12 +297,8 @@ def sanitise(title: str) -> str:
 
 def _stack_starts(text: str) -> list[int]:
     """Offsets of the lines that start a stack trace (each word found once, then checked)."""
-    lines = set()
-    for word in LEAD_WORDS[STACK_START]:
-        hit = text.find(word)
-        while hit >= 0:
-            lines.add(text.rfind("\n", 0, hit) + 1)
-            hit = text.find(word, hit + 1)
+    lines = {text.rfind("\n", 0, hit) + 1 for word in LEAD_WORDS[STACK_START]
+             for hit in find_all(text, word)}
     return sorted(line for line in lines
                   if STACK_START.search(text, line, _line_end(text, line)))
 
