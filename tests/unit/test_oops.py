@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -129,40 +130,44 @@ DIFFERENCES_FILE = Path(__file__).parent / "oops_corpus_differences.json"
 NO_REPORT = "(no report)"
 
 
+@dataclass
+class CorpusDifferences:
+    known: dict[str, dict]  # as recorded in DIFFERENCES_FILE
+    seen: dict[str, dict | None]  # with --update-expected: what each case saw (None: agrees)
+
+
 @pytest.fixture(scope="module")
-def corpus_differences(request: pytest.FixtureRequest) -> Iterator[dict[str, dict | None]]:
+def corpus_differences(request: pytest.FixtureRequest) -> Iterator[CorpusDifferences]:
     """Where the detector's first title departs from the corpus's TITLE/ALT (those stay the
     truth), as recorded with the reason in oops_corpus_differences.json. With
     ``--update-expected`` the cases record what they see and the file is rewritten."""
     known = json.loads(DIFFERENCES_FILE.read_text()) if DIFFERENCES_FILE.exists() else {}
-    updating = request.config.getoption("--update-expected")
-    seen: dict[str, dict | None] = {}
-    yield seen if updating else known
-    if updating and seen:
-        merged = {name: entry for name, entry in known.items() if name not in seen}
-        merged.update({name: entry for name, entry in seen.items() if entry is not None})
+    differences = CorpusDifferences(known, {})
+    yield differences
+    if request.config.getoption("--update-expected") and differences.seen:
+        merged = {name: entry for name, entry in known.items() if name not in differences.seen}
+        merged.update({name: entry for name, entry in differences.seen.items() if entry})
         ordered = dict(sorted(merged.items(), key=lambda item: (len(item[0]), item[0])))
         DIFFERENCES_FILE.write_text(json.dumps(ordered, indent=2) + "\n")
 
 
 @pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: f"{part_of(p.name)}-{p.name}")
-def test_corpus_log(path: Path, corpus_differences, request: pytest.FixtureRequest):
+def test_corpus_log(path: Path, corpus_differences: CorpusDifferences,
+                    request: pytest.FixtureRequest):
     """One corpus log: its first report's title is the corpus's TITLE (or an ALT), or it
     differs exactly as recorded in oops_corpus_differences.json."""
     case = load_case(path)
     got = first_title(case.log) or NO_REPORT
     agrees = case.agrees(None if got == NO_REPORT else got)
+    recorded = corpus_differences.known.get(path.name)
     if request.config.getoption("--update-expected"):
-        known = json.loads(DIFFERENCES_FILE.read_text()) if DIFFERENCES_FILE.exists() else {}
-        previous = known.get(path.name, {})
         held_out = part_of(path.name) == "held-out"
-        why = (previous["why"] if previous.get("got") == got
+        why = (recorded["why"] if recorded and recorded["got"] == got
                else "held out: not examined" if held_out else "new: not reviewed yet")
-        corpus_differences[path.name] = None if agrees else {
+        corpus_differences.seen[path.name] = None if agrees else {
             "part": part_of(path.name), "expected": case.title or NO_REPORT, "got": got,
             "why": why}
         return
-    recorded = corpus_differences.get(path.name)
     if agrees:
         assert recorded is None, f"{path.name} now agrees with the corpus: --update-expected"
     else:
