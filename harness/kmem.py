@@ -2,8 +2,11 @@
 tracepoints, on any kernel (no KASAN or kmemleak needed).
 
 A tracing instance of its own (``/sys/kernel/tracing/instances/harness-kmem``) records
-``kmalloc`` and ``kmem_cache_alloc`` events whose call site is in the modules area, and every
-``kfree`` and ``kmem_cache_free``. Pairing them by pointer gives, for a module (its name while
+``kmalloc`` and ``kmem_cache_alloc`` events whose call site is in the modules area, every
+``kfree`` of a non-NULL pointer (the core kernel frees what modules hand it: kfree_rcu, buffers
+given away), and the ``kmem_cache_free`` calls made from the modules area (an object of a
+module's own cache is freed by the module; the core kernel's frees of its own caches, most of
+the noise, are not recorded). Pairing them by pointer gives, for a module (its name while
 loaded, its recorded address range after), the objects it allocated that nobody freed. Pointers
 are hashed by the kernel's ``%p`` the same way each time, which is all pairing needs. Events
 lost to a full buffer make the answer unknowable: that is an error, never a silent pass.
@@ -11,6 +14,7 @@ lost to a full buffer make the answer unknowable: that is an error, never a sile
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 import time
@@ -23,7 +27,7 @@ from harness.oops.detect import Frame
 from harness.oops.symbolize import SourceLocation, function_at, locate
 
 if TYPE_CHECKING:
-    from harness.transport import Transport
+    from harness.transport import CommandResult, Transport
 
 INSTANCE = "/sys/kernel/tracing/instances/harness-kmem"
 # x86_64 modules live above this address (MODULES_VADDR); allocations from the core kernel
@@ -163,16 +167,22 @@ def parse_trace(text: str) -> tuple[dict[str, Allocation], int]:
 # off. Enabling an event patches kernel text and waits for every CPU to acknowledge it: under
 # emulation on a busy host that wait once outlasted the soft-lockup watchdog (20 s), so it is
 # done once per boot, before the clean snapshot, not in each test.
+_MODULE_SITES = f"call_site >= {MODULES_AREA_START:#x}"
+# Each event the ledger records, with the filter it is recorded under.
+EVENT_FILTERS = {"kmalloc": _MODULE_SITES, "kmem_cache_alloc": _MODULE_SITES,
+                 "kfree": "ptr != 0", "kmem_cache_free": _MODULE_SITES}  # kfree(NULL) frees nothing
 _SET_UP = "\n".join(
     [f"mkdir -p {INSTANCE}", f"echo 0 > {INSTANCE}/tracing_on",
      f"[ \"$(cat {INSTANCE}/buffer_size_kb)\" = {BUFFER_KB} ] || "
      f"echo {BUFFER_KB} > {INSTANCE}/buffer_size_kb"]
-    + [line for event in ALLOC_EVENTS for line in (
-        f"echo 'call_site >= {MODULES_AREA_START:#x}' > {INSTANCE}/events/kmem/{event}/filter",
-        f"echo 1 > {INSTANCE}/events/kmem/{event}/enable")]
-    + [f"echo 1 > {INSTANCE}/events/kmem/{event}/enable" for event in FREE_EVENTS])
-_READY = f"[ \"$(cat {INSTANCE}/events/kmem/{FREE_EVENTS[-1]}/enable 2>/dev/null)\" = 1 ]"
+    + [f"echo '{condition}' > {INSTANCE}/events/kmem/{event}/filter"
+       for event, condition in EVENT_FILTERS.items()]
+    + [f"echo 1 > {INSTANCE}/events/kmem/{event}/enable" for event in EVENT_FILTERS])
+_READY = (f"read -r enabled 2>/dev/null < {INSTANCE}/events/kmem/{FREE_EVENTS[-1]}/enable "
+          "&& [ \"$enabled\" = 1 ]")
 _SET_UP_UNLESS_READY = f"if ! {_READY}; then\n{_SET_UP}\nfi"
+# What the clean snapshot holds of the ledger: a saved VM set up otherwise is replaced.
+SET_UP_DIGEST = hashlib.sha256(_SET_UP.encode()).hexdigest()[:12]
 
 
 def prepare_guest(transport: Transport) -> bool:
@@ -198,12 +208,18 @@ class KmemLedger:
         return result.stdout
 
     def start(self) -> None:
-        """A fresh, empty ledger (earlier events cleared). The tracing instance, its buffer and
-        its enabled events are normally there already (:func:`prepare_guest`, before the clean
-        snapshot); they are set up here only on a guest that lacks them."""
-        self._sh(f"set -e\n{_SET_UP_UNLESS_READY}\necho 0 > {INSTANCE}/tracing_on\n"
-                 f": > {INSTANCE}/trace\necho 1 > {INSTANCE}/tracing_on")
+        """A fresh, empty ledger (earlier events cleared)."""
+        self._sh(self.start_script())
         self.started = True
+
+    @staticmethod
+    def start_script() -> str:
+        """What :meth:`start` runs, for a caller that sends it with another command. The
+        tracing instance, its buffer and its enabled events are normally there already
+        (:func:`prepare_guest`, before the clean snapshot); the script sets them up only on a
+        guest that lacks them."""
+        return (f"set -e\n{_SET_UP_UNLESS_READY}\necho 0 > {INSTANCE}/tracing_on\n"
+                f": > {INSTANCE}/trace\necho 1 > {INSTANCE}/tracing_on")
 
     def stop(self) -> None:
         """Stop recording (the instance stays for the next ledger)."""
@@ -220,13 +236,24 @@ class KmemLedger:
         tell); ``then_stop``: stop recording in the same command (a ledger's last read)."""
         if not self.started:
             raise LedgerError("the kmem ledger was not started before the module was loaded")
-        # Paired in the guest: only the allocations still live (and lost-event marks) cross.
-        read = f"awk {shlex.quote(LIVE_ONLY_AWK)} {INSTANCE}/trace"
-        if then_stop:
-            read += f" && echo 0 > {INSTANCE}/tracing_on"
-        live, lost = parse_trace(self._sh(read, timeout=120))
+        result = self.transport.run(self.read_script(then_stop), sudo=True, timeout=120)
         if then_stop:
             self.started = False
+        return self.live_from(result)
+
+    @staticmethod
+    def read_script(then_stop: bool = False) -> str:
+        """What :meth:`live` runs, for a caller that sends it with other commands."""
+        # Paired in the guest: only the allocations still live (and lost-event marks) cross.
+        read = f"awk {shlex.quote(LIVE_ONLY_AWK)} {INSTANCE}/trace"
+        return read + (f" && echo 0 > {INSTANCE}/tracing_on" if then_stop else "")
+
+    def live_from(self, result: CommandResult) -> dict[str, Allocation]:
+        """:meth:`live` of a :meth:`read_script` run."""
+        if not result.ok:
+            raise LedgerError(f"the kmem ledger needs tracefs and the kmem events: "
+                              f"{(result.stderr or result.stdout).strip()}")
+        live, lost = parse_trace(result.stdout)
         if lost:
             raise LedgerError(
                 f"{lost} kmem events were lost to a full trace buffer ({BUFFER_KB} KiB per "
@@ -269,25 +296,40 @@ def module_is_loaded(transport: Transport, name: str) -> bool:
     return transport.run(["test", "-d", f"/sys/module/{name}/sections"], timeout=30).ok
 
 
-def read_span(transport: Transport, name: str, ko: Path | None = None,
-              source_dir: Path | None = None) -> ModuleSpan | None:
-    """The module's address range and section addresses (read as root: others see zeros)."""
-    script = (f"grep '^{name} ' /proc/modules; cd /sys/module/{name}/sections && "
-              "for s in .*; do [ -f \"$s\" ] && echo \"$s $(cat \"$s\")\"; done")
-    result = transport.run(script, sudo=True, timeout=30)
-    lines = result.stdout.splitlines()
+def span_script(name: str) -> str:
+    """Shell that prints what :func:`parse_span` reads of a loaded module: the shell's own
+    ``read``, since a process per file costs about 30 ms under emulation."""
+    sections = f"/sys/module/{name}/sections"
+    return (f"while read -r line; do case $line in \"{name} \"*) echo \"$line\";; esac; "
+            "done < /proc/modules; "
+            f"for f in {sections}/.* {sections}/*; do "
+            "[ -f \"$f\" ] && read -r a < \"$f\" && echo \"$f:$a\"; done; true")
+
+
+def parse_span(name: str, text: str, ko: Path | None = None,
+               source_dir: Path | None = None) -> ModuleSpan | None:
+    """The module's address range and section addresses from :func:`span_script`'s output
+    (run as root: others see zeros)."""
+    lines = text.splitlines()
     fields = lines[0].split() if lines else []
     if len(fields) < 6:
         return None
     sections = {}
     for line in lines[1:]:
-        section, _, address = line.partition(" ")
+        path, _, address = line.partition(":")
         if address.startswith("0x"):
-            sections[section] = int(address, 16)
+            sections[path.rpartition("/")[2]] = int(address, 16)
     try:
         return ModuleSpan(name, int(fields[5], 16), int(fields[1]), sections, ko, source_dir)
     except ValueError:
         return None
+
+
+def read_span(transport: Transport, name: str, ko: Path | None = None,
+              source_dir: Path | None = None) -> ModuleSpan | None:
+    """:func:`parse_span` of a module loaded now."""
+    result = transport.run(span_script(name), sudo=True, timeout=30)
+    return parse_span(name, result.stdout, ko, source_dir)
 
 
 def describe(module: str, leaked: list[Allocation], span: ModuleSpan | None = None) -> str:

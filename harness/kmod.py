@@ -22,7 +22,7 @@ from pathlib import Path
 from harness.build import BuildResult, ModuleBuildError, module_name
 from harness.errors import CommandTimeout, ConfigurationError, KernelFailure, ModuleError
 from harness.guest import Guest
-from harness.kmem import read_span
+from harness.kmem import parse_span, span_script
 from harness.kmsg import Capture
 from harness.sync import SyncResult, sync_tree, tree_digest
 from harness.transport import CommandResult, Transport
@@ -33,6 +33,44 @@ CRASH_EXIT = {137: "Killed", 139: "Segmentation fault"}
 LOAD_TIMEOUT_S = 120.0
 UNLOAD_TIMEOUT_S = 120.0
 _LOAD_COUNTER = itertools.count(1)
+
+
+_START_FAILED = "harness: the leak check did not start:"
+_SPAN_FOLLOWS = "harness: module span follows"
+
+
+def load_script(insmod: str, start: str = "", span_of: str | None = None) -> str:
+    """``insmod`` with, before it, a leak check's start script (its failure is reported, the
+    load goes on) and, after a load that worked, :func:`harness.kmem.span_script`. The exit
+    status is insmod's."""
+    if not start and span_of is None:
+        return insmod
+    lines = []
+    if start:
+        # Its status is read after the assignment: in an `if` or `||` bash ignores set -e.
+        lines += [f"out=$( set -e; {{ {start}\n}} 2>&1 ); started=$?",
+                  f"if [ $started != 0 ]; then echo {shlex.quote(_START_FAILED)} "
+                  "\"$(printf %s \"$out\" | tr '\\n' ' ')\"; fi"]
+    lines += [insmod, "rc=$?"]
+    if span_of is not None:
+        lines.append(f"if [ $rc = 0 ]; then echo {shlex.quote(_SPAN_FOLLOWS)}; "
+                     f"{span_script(span_of)}; fi")
+    lines.append("exit $rc")
+    return "\n".join(lines)
+
+
+def split_load_output(result: CommandResult, insmod: str
+                      ) -> tuple[CommandResult, str | None, str]:
+    """:func:`load_script`'s result as insmod's own, the start script's error, and the span."""
+    own, _, span = result.stdout.partition(_SPAN_FOLLOWS + "\n")
+    start_error = None
+    kept = []
+    for line in own.splitlines(keepends=True):
+        if line.startswith(_START_FAILED):
+            start_error = line[len(_START_FAILED):].strip() or "it failed without a message"
+        else:
+            kept.append(line)
+    return dataclasses.replace(result, command=insmod, stdout="".join(kept)), start_error, span
 
 
 class LoadError(ModuleError):
@@ -108,6 +146,8 @@ class Module:
     crashed: str | None = field(default=None, init=False)
     # When it was last loaded (a counter shared by the guest): leftovers unload newest first.
     loaded_order: int = field(default=0, init=False)
+    # Loaded by load() and not unloaded by unload() since (a test may rmmod it by other means).
+    may_be_loaded: bool = field(default=False, init=False)
     # Called with each sibling module this one creates (its dependencies from the same
     # folder), so the test run tracks and unloads them too.
     on_sibling: Callable[[Module], None] | None = field(default=None, repr=False)
@@ -223,24 +263,31 @@ class Module:
         result = self._ensure_built()
         self._require_name(result)
         self._load_dependencies(result)
-        if self.guest.leak_check is not None:
-            self.guest.leak_check.prepare()
-        capture = self.guest.kernel_log.capture()
+        check = self.guest.leak_check
+        start = check.start_script() if check is not None else ""
+        watchers = [w for w in (self.guest.ledger, check) if w is not None]
+        capture = self.guest.kernel_log.capture(since_last_read=True)
         command = "insmod " + shlex.quote(self.ko_path) + "".join(
             " " + shlex.quote(a) for a in args)
         self.history.append(f"load: {command}")
+        # One round trip: the leak check's start, insmod, and the module's address range
+        # (its call sites, recognisable after the unload) for whoever watches allocations.
+        script = load_script(command, start, self.name if watchers else None)
         try:
-            result = self.transport.run(command, sudo=True, timeout=timeout)
+            result = self.transport.run(script, sudo=True, timeout=timeout)
         except CommandTimeout as err:
             hang = ModuleHung(self.name, "init", timeout)
             self.hung = str(hang)
             raise hang from err
+        result, start_error, span_text = split_load_output(result, command)
+        if check is not None and start:
+            check.started(start_error)
         self._judge(result, "init", capture)
         self.loaded_order = next(_LOAD_COUNTER)
-        watchers = [w for w in (self.guest.ledger, self.guest.leak_check) if w is not None]
-        if watchers:  # its call sites, recognisable after the unload
+        self.may_be_loaded = True
+        if watchers:
             local = self.build_result.local_ko.get(self.name) if self.build_result else None
-            span = read_span(self.transport, self.name, local, self.source_dir)
+            span = parse_span(self.name, span_text, local, self.source_dir)
             for watcher in watchers if span is not None else ():
                 watcher.remember(span)
         return result
@@ -248,7 +295,7 @@ class Module:
     def unload(self, timeout: float = UNLOAD_TIMEOUT_S) -> CommandResult:
         if self.name is None:
             raise ModuleError("the module was never built or loaded")
-        capture = self.guest.kernel_log.capture()
+        capture = self.guest.kernel_log.capture(since_last_read=True)
         self.history.append(f"unload: rmmod {self.name}")
         try:
             result = self.transport.run(["rmmod", self.name], sudo=True, timeout=timeout)
@@ -258,7 +305,9 @@ class Module:
             raise hang from err
         if not result.ok and result.exit_status not in CRASH_EXIT:
             raise UnloadError(f"unloading {self.name} failed: {result.stderr.strip()}")
-        return self._judge(result, "exit", capture)
+        self._judge(result, "exit", capture)
+        self.may_be_loaded = False
+        return result
 
     def _judge(self, result: CommandResult, phase: str, capture: Capture) -> CommandResult:
         assert self.name is not None

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from harness.errors import KernelFailure
 from harness.oops.logtext import unescape
-from harness.transport import Transport
+from harness.transport import CommandResult, Transport
 
 LEVEL_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", "debug")
 # Every record readable now. A read past the last record fails with EAGAIN, which ends dd.
@@ -76,21 +76,34 @@ def parse_kmsg(data: str) -> list[KmsgRecord]:
 
 
 class KernelLog:
-    """Reads the guest's /dev/kmsg through a transport."""
+    """Reads the guest's /dev/kmsg through a transport (``READ_COMMAND``, also sent by callers
+    as a part of a larger command and handed back to :meth:`records_from`)."""
 
     def __init__(self, transport: Transport):
         self.transport = transport
+        self.last_seq: int | None = None  # the newest record any read has seen
 
     def read(self) -> list[KmsgRecord]:
-        result = self.transport.run(READ_COMMAND, sudo=True, timeout=60)
-        return parse_kmsg(result.stdout)
+        return self.records_from(self.transport.run(READ_COMMAND, sudo=True, timeout=60))
+
+    def records_from(self, result: CommandResult) -> list[KmsgRecord]:
+        """The records of a ``READ_COMMAND`` run."""
+        records = parse_kmsg(result.stdout)
+        if records:
+            self.last_seq = records[-1].seq
+        return records
 
     def cursor(self) -> int:
         """The seq of the newest record: what a capture starting now has already seen."""
         records = self.read()
         return records[-1].seq if records else -1
 
-    def capture(self, cursor: int | None = None) -> Capture:
+    def capture(self, cursor: int | None = None, since_last_read: bool = False) -> Capture:
+        """The records after ``cursor`` (default: from now on). ``since_last_read``: from the
+        newest record read so far, without asking the guest (a step inside a test, whose lines
+        since the last read are the test's anyway)."""
+        if cursor is None and since_last_read and self.last_seq is not None:
+            cursor = self.last_seq
         return Capture(self, self.cursor() if cursor is None else cursor)
 
 
@@ -108,11 +121,13 @@ class Capture:
     lost: int = 0  # records overwritten in the ring buffer before they could be read
     frozen: bool = False
 
-    def refresh(self) -> Capture:
+    def refresh(self, read: CommandResult | None = None) -> Capture:
+        """Add the records the guest has now (``read``: a ``READ_COMMAND`` result in hand)."""
         if self.frozen or self.log is None:
             return self
         last = self.records[-1].seq if self.records else self.cursor
-        fresh = [r for r in self.log.read() if r.seq > last]
+        records = self.log.read() if read is None else self.log.records_from(read)
+        fresh = [r for r in records if r.seq > last]
         if fresh and fresh[0].seq > last + 1:
             self.lost += fresh[0].seq - last - 1
         self.records.extend(fresh)

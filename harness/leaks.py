@@ -29,7 +29,7 @@ from harness.kmem import SETTLE_S, Allocation, KmemLedger, LedgerError, ModuleSp
 from harness.oops.detect import Frame, Report
 
 if TYPE_CHECKING:
-    from harness.transport import Transport
+    from harness.transport import CommandResult, Transport
 
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 KMEMLEAK_MIN_AGE_S = 5.0  # kmemleak's MSECS_MIN_AGE: younger objects are never reported
@@ -44,14 +44,23 @@ class LeakCheck(Protocol):
 
     method: str
 
-    def prepare(self) -> None:
-        """Before the test's first module loads (called again on later loads: idempotent)."""
+    def start_script(self) -> str:
+        """Shell that starts the check, sent with the test's first module load in one command
+        (a round trip of its own costs about 0.2 s under emulation); "" once started."""
+
+    def started(self, error: str | None) -> None:
+        """The start script ran; ``error`` is what it said when it failed."""
+
+    def read_script(self) -> str:
+        """Shell whose result :meth:`findings` can start from, sent with the test's last read
+        of the guest; "" when the check has no quick read (kmemleak must wait and scan)."""
 
     def remember(self, span: ModuleSpan) -> None:
         """A module of the test, as it was loaded."""
 
-    def findings(self) -> list[Report]:
-        """After the test's modules are unloaded: one report per leaking allocation site."""
+    def findings(self, read: CommandResult | None = None) -> list[Report]:
+        """After the test's modules are unloaded: one report per leaking allocation site
+        (``read``: the result of :meth:`read_script`, run after the unload)."""
 
     def close(self) -> None: ...
 
@@ -132,15 +141,24 @@ class KmemleakCheck:
     def _sh(self, script: str, timeout: float = 120.0) -> str:
         return self.transport.run(script, sudo=True, timeout=timeout).check().stdout
 
-    def prepare(self) -> None:
-        if self.prepared_at is None:
-            self._sh(f"echo clear > {KMEMLEAK}")
-            self.prepared_at = time.monotonic()
+    start_error: str | None = None
+
+    def start_script(self) -> str:
+        return "" if self.prepared_at is not None else f"echo clear > {KMEMLEAK}"
+
+    def started(self, error: str | None) -> None:
+        # Taken when the load's command returned: its allocations are no younger than this.
+        self.prepared_at, self.start_error = time.monotonic(), error
 
     def remember(self, span: ModuleSpan) -> None:
         self.spans[span.name] = span
 
-    def findings(self) -> list[Report]:
+    def read_script(self) -> str:
+        return ""
+
+    def findings(self, read: CommandResult | None = None) -> list[Report]:
+        if self.start_error is not None:
+            raise LedgerError(f"kmemleak could not be cleared: {self.start_error}")
         if self.prepared_at is None or not self.spans:
             return []
         # Objects younger than kmemleak's minimum age are not reported yet.
@@ -159,7 +177,14 @@ class KmemleakCheck:
 
     def close(self) -> None:
         self.spans.clear()
-        self.prepared_at = None
+        self.prepared_at = self.start_error = None
+
+
+def _allocated_by(spans: dict[str, ModuleSpan], live: dict[str, Allocation]
+                  ) -> list[tuple[ModuleSpan, str, int]]:
+    """(span, call site, bytes) of the live allocations made by one of ``spans``."""
+    return [(span, a.call_site, a.size) for a in live.values()
+            for span in spans.values() if span.holds(a.call_site)]
 
 
 @dataclass
@@ -171,32 +196,39 @@ class LedgerCheck:
     shared: Callable[[], KmemLedger | None] = lambda: None  # the test's own ledger, if any
     ledger: KmemLedger | None = None
     method: str = "kmem ledger"
-    owned: bool = False
+    start_error: str | None = None
 
-    def prepare(self) -> None:
+    def start_script(self) -> str:
         if self.ledger is None:
-            self.ledger = self.shared()
-            self.owned = self.ledger is None
-            self.ledger = self.ledger or KmemLedger(self.transport)
-        if not self.ledger.started:
-            self.ledger.start()
+            self.ledger = self.shared() or KmemLedger(self.transport)
+        return "" if self.ledger.started else self.ledger.start_script()
+
+    def started(self, error: str | None) -> None:
+        if self.ledger is not None:
+            self.ledger.started = error is None
+        self.start_error = error
 
     def remember(self, span: ModuleSpan) -> None:
         if self.ledger is not None:
             self.ledger.remember(span)
 
-    def findings(self) -> list[Report]:
+    def read_script(self) -> str:
+        ledger = self.ledger
+        return ledger.read_script() if ledger is not None and ledger.started else ""
+
+    def findings(self, read: CommandResult | None = None) -> list[Report]:
+        if self.start_error is not None:
+            raise LedgerError(f"the kmem ledger could not start: {self.start_error}")
         ledger = self.ledger
         if ledger is None or not ledger.started or not ledger.spans:
             return []
-        for settle in (0.0, *SETTLE_S):  # frees still in flight (kfree_rcu) get a moment
-            time.sleep(settle)
-            last = settle == SETTLE_S[-1]
-            live = ledger.live(then_stop=self.owned and last)
-            items = [(span, a.call_site, a.size) for a in live.values()
-                     for span in ledger.spans.values() if span.holds(a.call_site)]
-            if not items:
+        live = ledger.live_from(read) if read is not None else ledger.live()
+        for settle in SETTLE_S:  # frees still in flight (kfree_rcu) get a moment
+            if not _allocated_by(ledger.spans, live):
                 break
+            time.sleep(settle)
+            live = ledger.live()
+        items = _allocated_by(ledger.spans, live)
         allocations: dict[str, list[Allocation]] = {}
         for allocation in live.values():
             allocations.setdefault(allocation.call_site, []).append(allocation)
@@ -204,9 +236,16 @@ class LedgerCheck:
                       lambda site: [f"  {a}" for a in allocations.get(site, [])[:5]])
 
     def close(self) -> None:
-        if self.ledger is not None and self.owned:
-            self.ledger.stop()  # nothing to send when findings() stopped it already
-        self.ledger, self.owned = None, False
+        # Recording goes on (the next test's start clears it): stopping would cost a command.
+        self.ledger, self.start_error = None, None
+
+
+def start_now(check: LeakCheck, transport: Transport) -> None:
+    """Start ``check`` in a command of its own (a module load sends the script with insmod)."""
+    script = check.start_script()
+    if script:
+        result = transport.run(script, sudo=True, timeout=120)
+        check.started(None if result.ok else (result.stderr or result.stdout).strip())
 
 
 def has_kmemleak(transport: Transport) -> bool:
@@ -232,4 +271,4 @@ def choose(transport: Transport, mode: str, kernel_has_kmemleak: bool,
 
 
 __all__ = ["LEAK_CHECK_MODES", "KmemleakCheck", "LeakCheck", "LedgerCheck", "LedgerError",
-           "choose", "has_kmemleak", "leak_report", "parse_kmemleak"]
+           "choose", "has_kmemleak", "start_now", "leak_report", "parse_kmemleak"]

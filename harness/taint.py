@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.transport import Transport
+from harness.transport import CommandResult, Transport
 
 
 @dataclass(frozen=True)
@@ -56,5 +56,13 @@ def describe(flags: list[TaintFlag]) -> str:
     return ", ".join(f"{f.letter} ({f.meaning})" for f in flags)
 
 
+TAINT_COMMAND = "cat /proc/sys/kernel/tainted"
+
+
 def read_taint(transport: Transport) -> int:
-    return int(transport.run("cat /proc/sys/kernel/tainted", timeout=30).check().stdout.strip())
+    return parse_taint(transport.run(TAINT_COMMAND, timeout=30))
+
+
+def parse_taint(result: CommandResult) -> int:
+    """The mask a ``TAINT_COMMAND`` run printed (``CommandFailed`` when it could not)."""
+    return int(result.check().stdout.strip())

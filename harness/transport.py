@@ -65,6 +65,23 @@ def to_shell(command: Command, sudo: bool = False) -> str:
     return text
 
 
+_PART = "@harness-part:"  # starts the lines that separate the parts of a run_parts command
+
+
+def _split_parts(text: str) -> dict[str, tuple[str, int | None]]:
+    """``run_parts`` output: each part's text and exit status (None: it never finished)."""
+    found: dict[str, tuple[str, int | None]] = {}
+    for chunk in text.split(_PART)[1:]:
+        name, _, body = chunk.partition("\n")
+        if name.isdigit() and found:  # the status line closing the previous part
+            last = next(reversed(found))
+            found[last] = (found[last][0], int(name))
+            continue
+        # A part's output gets one newline added before its status line: take it off.
+        found[name] = (body[:-1] if body.endswith("\n") else body, None)
+    return found
+
+
 class Transport(ABC):
     """A place to run commands and keep files."""
 
@@ -95,6 +112,23 @@ class Transport(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most transports hold nothing
         """Release the connection (reconnecting is allowed afterwards)."""
+
+    def run_parts(self, parts: dict[str, str], *, timeout: float = 60.0, sudo: bool = False
+                  ) -> dict[str, CommandResult]:
+        """Several shell scripts in one command (one round trip: about 0.2 s each under
+        emulation), each in a subshell of its own, with its own output and exit status."""
+        script = "\n".join(
+            f"echo {_PART}{name}; echo {_PART}{name} >&2\n( {text}\n)\n"
+            f"status=$?; echo; echo {_PART}$status; echo >&2" for name, text in parts.items())
+        whole = self.run(script, timeout=timeout, sudo=sudo)
+        outs, errs = _split_parts(whole.stdout), _split_parts(whole.stderr)
+        results = {}
+        for name, text in parts.items():
+            stdout, status = outs.get(name, ("", None))
+            status = status if status is not None else whole.exit_status or 1
+            results[name] = CommandResult(text, status, stdout, errs.get(name, ("", None))[0],
+                                          whole.seconds)
+        return results
 
     def makedirs(self, path: str) -> None:
         parts = [p for p in path.split("/") if p]

@@ -39,6 +39,7 @@ from harness.console import (
 )
 from harness.errors import CommandFailed, GuestUnreachable, VMError
 from harness.hostexec import HostCommandError
+from harness.kmem import SET_UP_DIGEST
 from harness.libvirt import LIBVIRT_URI, LibvirtDomain
 from harness.paths import state_dir
 from harness.transport import SSHTarget, SSHTransport
@@ -49,7 +50,7 @@ ISOLATION_FILTER = "harness-guest-isolation"
 CLEAN_SNAPSHOT = "harness-clean"
 # What the clean snapshot holds besides the booted guest (session.save_clean_snapshot makes
 # it); a saved VM whose snapshot holds something else is replaced, not resumed.
-SNAPSHOT_CONTENTS = "kmem ledger events enabled, recording off"
+SNAPSHOT_CONTENTS = f"kmem ledger {SET_UP_DIGEST} events enabled, recording off"
 DEFAULT_MEMORY_MIB = 2048
 DEFAULT_CPUS = 2
 

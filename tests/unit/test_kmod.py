@@ -2,7 +2,17 @@ import subprocess
 
 import pytest
 
-from harness.kmod import ModuleError, dependency_order, format_param, ko_modinfo, module_name
+from harness.kmem import parse_span
+from harness.kmod import (
+    ModuleError,
+    dependency_order,
+    format_param,
+    ko_modinfo,
+    load_script,
+    module_name,
+    split_load_output,
+)
+from harness.transport import CommandResult
 
 
 @pytest.mark.parametrize(("name", "value", "expected"), [
@@ -57,3 +67,40 @@ def test_a_dependency_cycle_is_a_clear_error():
 
 def test_module_names_follow_the_kernel(tmp_path):
     assert module_name("/tmp/x/hello-world.ko") == "hello_world"
+
+
+# -- one command for the leak check's start, insmod and the module's span ------------------------
+def _run_load_script(insmod: str, start: str = "", span_of: str | None = None):
+    script = load_script(insmod, start, span_of)
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    result = CommandResult(script, done.returncode, done.stdout, done.stderr)
+    return split_load_output(result, insmod)
+
+
+def test_a_failed_leak_check_start_is_reported_and_the_load_goes_on():
+    result, start_error, span = _run_load_script(
+        "echo insmod said this; exit 3", start="true\nfalse\necho never")
+    assert (result.exit_status, result.stdout, result.command) == (
+        3, "insmod said this\n", "echo insmod said this; exit 3")
+    assert start_error == "it failed without a message"
+    _, start_error, _ = _run_load_script("true", start="echo cannot write >&2; exit 1")
+    assert start_error == "cannot write"
+
+
+def test_the_span_follows_a_load_that_worked_and_only_then():
+    result, start_error, span = _run_load_script("true", start="true", span_of="nosuchmodule")
+    assert (result.exit_status, result.stdout, start_error) == (0, "", None)
+    assert span == ""  # no such module: nothing to read
+    result, _, span = _run_load_script("exit 137", span_of="nosuchmodule")
+    assert (result.exit_status, span) == (137, "")  # a crash in init: no span, insmod's status
+
+
+def test_a_span_is_read_from_proc_modules_and_the_sections():
+    text = ("hello 16384 0 - Live 0xffffffffc0820000 (OE)\n"
+            "/sys/module/hello/sections/.text:0xffffffffc0820000\n"
+            "/sys/module/hello/sections/.init.text:0xffffffffc0825000\n")
+    span = parse_span("hello", text)
+    assert (span.start, span.size) == (0xFFFFFFFFC0820000, 16384)
+    assert span.sections == {".text": 0xFFFFFFFFC0820000, ".init.text": 0xFFFFFFFFC0825000}
+    assert span.holds("0xffffffffc0825010") and not span.holds("0xffffffffc0000010")
+    assert parse_span("hello", "") is None

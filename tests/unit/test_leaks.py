@@ -51,7 +51,7 @@ def test_only_objects_allocated_by_the_tests_modules_are_findings(tmp_path):
     session, transport, _ = scripted_session(tmp_path)
     transport.kmemleak = KMEMLEAK
     check = KmemleakCheck(transport)
-    check.prepare()
+    leaks.start_now(check, transport)
     check.remember(ModuleSpan("leaky", BASE, 0x3000, {".text": BASE}))
     reports = check.findings()
     assert len(reports) == 1  # the two objects share their allocating site
@@ -66,7 +66,7 @@ def test_a_leak_fails_the_test_and_can_be_expected(tmp_path):
     session.leak_check_mode = "auto"
     run = session.new_test("leaks")
     assert isinstance(run.leak_check, KmemleakCheck)  # the kernel has kmemleak
-    run.leak_check.prepare()  # what loading a module does
+    leaks.start_now(run.leak_check, transport)  # what loading a module does
     run.leak_check.remember(ModuleSpan("other", BASE + 0x10000, 0x2000))
     verdict = run.finish()
     assert verdict.failed
@@ -74,7 +74,7 @@ def test_a_leak_fails_the_test_and_can_be_expected(tmp_path):
     assert session.guest.leak_check is None  # nothing carries over to the next test
 
     expected = session.new_test("expects a leak", expect_oops=["memory leak"])
-    expected.leak_check.prepare()
+    leaks.start_now(expected.leak_check, transport)
     expected.leak_check.remember(ModuleSpan("other", BASE + 0x10000, 0x2000))
     assert not expected.finish().failed
 
