@@ -178,8 +178,8 @@ _SET_UP = "\n".join(
     + [f"echo '{condition}' > {INSTANCE}/events/kmem/{event}/filter"
        for event, condition in EVENT_FILTERS.items()]
     + [f"echo 1 > {INSTANCE}/events/kmem/{event}/enable" for event in EVENT_FILTERS])
-_READY = (f"read -r enabled 2>/dev/null < {INSTANCE}/events/kmem/{FREE_EVENTS[-1]}/enable "
-          "&& [ \"$enabled\" = 1 ]")
+_READY = (f"{{ read -r enabled 2>/dev/null < {INSTANCE}/events/kmem/{FREE_EVENTS[-1]}/enable "
+          "&& [ \"$enabled\" = 1 ]; }")
 _SET_UP_UNLESS_READY = f"if ! {_READY}; then\n{_SET_UP}\nfi"
 # What the clean snapshot holds of the ledger: a saved VM set up otherwise is replaced.
 SET_UP_DIGEST = hashlib.sha256(_SET_UP.encode()).hexdigest()[:12]

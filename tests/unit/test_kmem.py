@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
+from harness import kmem
 from harness.kmem import LIVE_ONLY_AWK, ModuleSpan, describe, parse_trace
 
 TRACE = """\
@@ -45,3 +48,15 @@ def test_a_leak_is_described_per_call_site():
     text = describe("llist", [a for a in live.values() if "llist" in a.call_site])
     assert text == ("memory leak in llist_init: 2 object(s), 64 bytes, allocated at "
                     "llist_init+0x5a/0x1000 [llist]")
+
+
+@pytest.mark.parametrize(("enable", "ready"), [(None, False), ("0", False), ("1", True)])
+def test_the_ledger_is_set_up_unless_its_events_are_enabled(tmp_path, enable, ready):
+    instance = tmp_path / "harness-kmem"
+    if enable is not None:
+        (instance / "events" / "kmem" / "kmem_cache_free").mkdir(parents=True)
+        (instance / "events" / "kmem" / "kmem_cache_free" / "enable").write_text(enable + "\n")
+    check = kmem._READY.replace(kmem.INSTANCE, str(instance))
+    done = subprocess.run(["sh", "-c", f"set -e\nif ! {check}; then echo set up; fi"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout == ("" if ready else "set up\n")
