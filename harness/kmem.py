@@ -182,7 +182,7 @@ _READY = (f"{{ read -r enabled 2>/dev/null < {INSTANCE}/events/kmem/{FREE_EVENTS
           "&& [ \"$enabled\" = 1 ]; }")
 _SET_UP_UNLESS_READY = f"if ! {_READY}; then\n{_SET_UP}\nfi"
 # What the clean snapshot holds of the ledger: a saved VM set up otherwise is replaced.
-SET_UP_DIGEST = hashlib.sha256(_SET_UP.encode()).hexdigest()[:12]
+SET_UP_DIGEST = hashlib.sha256(_SET_UP_UNLESS_READY.encode()).hexdigest()[:12]
 
 
 def prepare_guest(transport: Transport) -> bool:
