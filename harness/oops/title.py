@@ -52,16 +52,20 @@ class Titled:
     guilty: RawFrame | None  # the frame the title names
 
 
+_SKIP_ALWAYS = re.compile("|".join(SKIP_FRAMES))
+
+
 @functools.cache
 def _skip_pattern(extra: tuple[str, ...]) -> re.Pattern[str]:
-    return re.compile("|".join(SKIP_FRAMES + extra))
+    return re.compile("|".join(extra))
 
 
 @functools.lru_cache(maxsize=65536)
 def _skipped(extra: tuple[str, ...], name: str) -> bool:
     """Whether a frame name is a helper under a rule's skip list (the same helpers recur in
-    every trace: remembered)."""
-    return _skip_pattern(extra).search(name) is not None
+    every trace: remembered). The common list is compiled once, each rule's extras apart."""
+    return (_SKIP_ALWAYS.search(name) is not None
+            or bool(extra) and _skip_pattern(extra).search(name) is not None)
 
 
 @functools.lru_cache(maxsize=8192)
