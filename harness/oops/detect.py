@@ -261,10 +261,34 @@ class LazyFrames(list):
         return super().__repr__()
 
 
+# A frame inside a module anywhere in a text: most reports have none.
+_MODULE_FRAME = re.compile(r"\+0x[0-9a-f]+/0x[0-9a-f]+\s+\[[\w-]+\]")
+_RIP_WORDS = ("IP", "pc :", "PC is at")
+
+
+def _rip_only(log: Log, block: _Block) -> Frame | None:
+    """The block's RIP frame, found by its words alone (what _read_frames finds first)."""
+    base, end = log.starts[block.start], log.starts[block.end] + len(log.texts[block.end])
+    span = log.text[base:end]
+    lines = sorted({log.line_at(base + hit) for word in _RIP_WORDS for hit in find_all(span, word)})
+    for index in lines:
+        text = log.texts[index]
+        if index in (block.start, block.header) or "+0x" not in text:
+            continue
+        found = RIP.match(text.strip())
+        if found:
+            return _frame(found, log.number(index), True, False)
+    return None
+
+
 def _read_frames(log: Log, block: _Block, modules_only: bool
                  ) -> tuple[Frame | None, list[Frame], int | None]:
     """The block's RIP frame, its call-trace frames (only those inside a module, if asked) and
     where the offending task's own stack starts among them (after lockdep's chain)."""
+    if modules_only and not _MODULE_FRAME.search(
+            log.text, log.starts[block.start],
+            log.starts[block.end] + len(log.texts[block.end])):
+        return _rip_only(log, block), [], None
     rip: Frame | None = None
     frames: list[Frame] = []
     own_stack_from: int | None = None
@@ -332,7 +356,7 @@ def build_report(log: Log, block: _Block) -> Report:
         start_line=log.number(block.start), end_line=log.number(block.end),
         lines=lines, corrupted=titled.corrupted,
         panicked=(block.panicked or bool(fmt and fmt.panicked)
-                  or any("Kernel panic - not syncing" in text for text in lines)),
+                  or "Kernel panic - not syncing" in log.span(block.start, block.end)),
     )
 
 
