@@ -171,16 +171,18 @@ _MODULE_SITES = f"call_site >= {MODULES_AREA_START:#x}"
 # Each event the ledger records, with the filter it is recorded under.
 EVENT_FILTERS = {"kmalloc": _MODULE_SITES, "kmem_cache_alloc": _MODULE_SITES,
                  "kfree": "ptr != 0", "kmem_cache_free": _MODULE_SITES}  # kfree(NULL) frees nothing
-_SET_UP = "\n".join(
+# Steps chained with && (a failure stops the rest, without set -e: callers send these scripts
+# inside larger ones, and a subshell to hold set -e costs a fork).
+_SET_UP = " &&\n".join(
     [f"mkdir -p {INSTANCE}", f"echo 0 > {INSTANCE}/tracing_on",
-     f"[ \"$(cat {INSTANCE}/buffer_size_kb)\" = {BUFFER_KB} ] || "
-     f"echo {BUFFER_KB} > {INSTANCE}/buffer_size_kb"]
+     f"{{ read -r size < {INSTANCE}/buffer_size_kb && [ \"$size\" = {BUFFER_KB} ] || "
+     f"echo {BUFFER_KB} > {INSTANCE}/buffer_size_kb; }}"]
     + [f"echo '{condition}' > {INSTANCE}/events/kmem/{event}/filter"
        for event, condition in EVENT_FILTERS.items()]
     + [f"echo 1 > {INSTANCE}/events/kmem/{event}/enable" for event in EVENT_FILTERS])
 _READY = (f"{{ read -r enabled 2>/dev/null < {INSTANCE}/events/kmem/{FREE_EVENTS[-1]}/enable "
           "&& [ \"$enabled\" = 1 ]; }")
-_SET_UP_UNLESS_READY = f"if ! {_READY}; then\n{_SET_UP}\nfi"
+_SET_UP_UNLESS_READY = f"{{ {_READY} || {{\n{_SET_UP}\n}}; }}"
 # What the clean snapshot holds of the ledger: a saved VM set up otherwise is replaced.
 SET_UP_DIGEST = hashlib.sha256(_SET_UP_UNLESS_READY.encode()).hexdigest()[:12]
 
@@ -189,7 +191,7 @@ def prepare_guest(transport: Transport) -> bool:
     """Make the ledger's tracing instance ready, recording off (once per boot, before the clean
     snapshot). Returns whether the guest could: a kernel without tracefs or the kmem events
     cannot, and its ledger will say so when a test asks for one."""
-    return transport.run(f"set -e\n{_SET_UP_UNLESS_READY}", sudo=True, timeout=120).ok
+    return transport.run(_SET_UP_UNLESS_READY, sudo=True, timeout=120).ok
 
 
 @dataclass
@@ -218,8 +220,8 @@ class KmemLedger:
         tracing instance, its buffer and its enabled events are normally there already
         (:func:`prepare_guest`, before the clean snapshot); the script sets them up only on a
         guest that lacks them."""
-        return (f"set -e\n{_SET_UP_UNLESS_READY}\necho 0 > {INSTANCE}/tracing_on\n"
-                f": > {INSTANCE}/trace\necho 1 > {INSTANCE}/tracing_on")
+        return (f"{_SET_UP_UNLESS_READY} &&\necho 0 > {INSTANCE}/tracing_on &&\n"
+                f": > {INSTANCE}/trace &&\necho 1 > {INSTANCE}/tracing_on")
 
     def stop(self) -> None:
         """Stop recording (the instance stays for the next ledger)."""

@@ -116,9 +116,10 @@ class Transport(ABC):
     def run_parts(self, parts: dict[str, str], *, timeout: float = 60.0, sudo: bool = False
                   ) -> dict[str, CommandResult]:
         """Several shell scripts in one command (one round trip: about 0.2 s each under
-        emulation), each in a subshell of its own, with its own output and exit status."""
+        emulation), each with its own output and exit status. They share one shell (a subshell
+        each would cost a fork): a part must not ``exit`` or ``set -e``."""
         script = "\n".join(
-            f"echo {_PART}{name}; echo {_PART}{name} >&2\n( {text}\n)\n"
+            f"echo {_PART}{name}; echo {_PART}{name} >&2\n{{ {text}\n}}\n"
             f"status=$?; echo; echo {_PART}$status; echo >&2" for name, text in parts.items())
         whole = self.run(script, timeout=timeout, sudo=sudo)
         outs, errs = _split_parts(whole.stdout), _split_parts(whole.stderr)

