@@ -287,8 +287,11 @@ def bench_sanitizers(results: dict, rounds: int) -> None:
         vm = ready_vm(make_vm(VMOptions(box=box), folder, catalogue_dir=ROOT))
         session = HarnessSession(vm, make_guest(vm))
         _control_test(session, "off")  # the build, and the kernel's first load of it
-        off = [_control_test(session, "off") for _ in range(rounds)]
-        on = [_control_test(session, "auto") for _ in range(rounds)]
+        # Alternated, so that a change in the shared host's load hits both alike.
+        off, on = [], []
+        for _ in range(rounds):
+            off.append(_control_test(session, "off"))
+            on.append(_control_test(session, "auto"))
         clean = [_control_test(session, "auto")[1] for _ in range(CLEAN_RUNS)]
         check = type(session.leak_check()).__name__
         figures[box] = {
