@@ -33,7 +33,6 @@ INSTANCE = "/sys/kernel/tracing/instances/harness-kmem"
 # x86_64 modules live above this address (MODULES_VADDR); allocations from the core kernel
 # are filtered out in the kernel, so the buffer holds what modules did.
 MODULES_AREA_START = 0xFFFFFFFFC0000000
-ALLOC_EVENTS = ("kmalloc", "kmem_cache_alloc")
 FREE_EVENTS = ("kfree", "kmem_cache_free")
 BUFFER_KB = 8192  # per CPU
 SETTLE_S = (1.0,)  # kfree_rcu frees after a grace period: look once more before a verdict
@@ -233,22 +232,18 @@ class KmemLedger:
         """Record a module's address range while it is loaded (``Module.load`` does)."""
         self.spans[span.name] = span
 
-    def live(self, then_stop: bool = False) -> dict[str, Allocation]:
+    def live(self) -> dict[str, Allocation]:
         """The allocations still live (``LedgerError`` when events were lost: then nobody can
-        tell); ``then_stop``: stop recording in the same command (a ledger's last read)."""
+        tell)."""
         if not self.started:
             raise LedgerError("the kmem ledger was not started before the module was loaded")
-        result = self.transport.run(self.read_script(then_stop), sudo=True, timeout=120)
-        if then_stop:
-            self.started = False
-        return self.live_from(result)
+        return self.live_from(self.transport.run(self.read_script(), sudo=True, timeout=120))
 
     @staticmethod
-    def read_script(then_stop: bool = False) -> str:
+    def read_script() -> str:
         """What :meth:`live` runs, for a caller that sends it with other commands."""
         # Paired in the guest: only the allocations still live (and lost-event marks) cross.
-        read = f"awk {shlex.quote(LIVE_ONLY_AWK)} {INSTANCE}/trace"
-        return read + (f" && echo 0 > {INSTANCE}/tracing_on" if then_stop else "")
+        return f"awk {shlex.quote(LIVE_ONLY_AWK)} {INSTANCE}/trace"
 
     def live_from(self, result: CommandResult) -> dict[str, Allocation]:
         """:meth:`live` of a :meth:`read_script` run."""
@@ -301,9 +296,10 @@ def module_is_loaded(transport: Transport, name: str) -> bool:
 def span_script(name: str) -> str:
     """Shell that prints what :func:`parse_span` reads of a loaded module: the shell's own
     ``read``, since a process per file costs about 30 ms under emulation."""
-    sections = f"/sys/module/{name}/sections"
-    return (f"while read -r line; do case $line in \"{name} \"*) echo \"$line\";; esac; "
-            "done < /proc/modules; "
+    # Quoted: the name comes from a file name the module's Makefile chose.
+    sections = shlex.quote(f"/sys/module/{name}/sections")
+    return (f"while read -r line; do case $line in {shlex.quote(name + ' ')}*) echo \"$line\";; "
+            "esac; done < /proc/modules; "
             f"for f in {sections}/.* {sections}/*; do "
             "[ -f \"$f\" ] && read -r a < \"$f\" && echo \"$f:$a\"; done; true")
 
@@ -325,13 +321,6 @@ def parse_span(name: str, text: str, ko: Path | None = None,
         return ModuleSpan(name, int(fields[5], 16), int(fields[1]), sections, ko, source_dir)
     except ValueError:
         return None
-
-
-def read_span(transport: Transport, name: str, ko: Path | None = None,
-              source_dir: Path | None = None) -> ModuleSpan | None:
-    """:func:`parse_span` of a module loaded now."""
-    result = transport.run(span_script(name), sudo=True, timeout=30)
-    return parse_span(name, result.stdout, ko, source_dir)
 
 
 def describe(module: str, leaked: list[Allocation], span: ModuleSpan | None = None) -> str:

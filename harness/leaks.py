@@ -240,14 +240,6 @@ class LedgerCheck:
         self.ledger, self.start_error = None, None
 
 
-def start_now(check: LeakCheck, transport: Transport) -> None:
-    """Start ``check`` in a command of its own (a module load sends the script with insmod)."""
-    script = check.start_script()
-    if script:
-        result = transport.run(script, sudo=True, timeout=120)
-        check.started(None if result.ok else (result.stderr or result.stdout).strip())
-
-
 def has_kmemleak(transport: Transport) -> bool:
     return transport.run(["test", "-e", KMEMLEAK], sudo=True, timeout=30).ok
 
@@ -271,4 +263,4 @@ def choose(transport: Transport, mode: str, kernel_has_kmemleak: bool,
 
 
 __all__ = ["LEAK_CHECK_MODES", "KmemleakCheck", "LeakCheck", "LedgerCheck", "LedgerError",
-           "choose", "has_kmemleak", "start_now", "leak_report", "parse_kmemleak"]
+           "choose", "has_kmemleak", "leak_report", "parse_kmemleak"]

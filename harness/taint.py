@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.transport import CommandResult, Transport
+from harness.transport import CommandResult
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,6 @@ def describe(flags: list[TaintFlag]) -> str:
 # Not the shell's `read`: dash reads a byte at a time, and a sysctl file answers a read at a
 # non-zero offset with end-of-file (dash saw "1" of "12288", and failed).
 TAINT_COMMAND = "cat /proc/sys/kernel/tainted"
-
-
-def read_taint(transport: Transport) -> int:
-    return parse_taint(transport.run(TAINT_COMMAND, timeout=30))
 
 
 def parse_taint(result: CommandResult) -> int:

@@ -159,8 +159,8 @@ class TestRun:
         verdict.reports = [symbolize(r, ko_map, self.session.kernel_image) for r in reports]
         if alive and not crashed and not verdict.reports:
             verdict.reports += self._leaks(verdict, state.get("leaks"))
-        self._end_leak_check(alive and verdict.guest_died is None)
-        if alive and verdict.guest_died is None:
+        self._end_leak_check(alive)
+        if alive:
             try:
                 after = taint.parse_taint(state["taint"])
                 verdict.new_taint = taint.new_failures(self.taint_before, after)

@@ -268,8 +268,7 @@ _RIP_WORDS = ("IP", "pc :", "PC is at")
 
 def _rip_only(log: Log, block: _Block) -> Frame | None:
     """The block's RIP frame, found by its words alone (what _read_frames finds first)."""
-    base, end = log.starts[block.start], log.starts[block.end] + len(log.texts[block.end])
-    span = log.text[base:end]
+    base, span = log.starts[block.start], log.span(block.start, block.end)
     lines = sorted({log.line_at(base + hit) for word in _RIP_WORDS for hit in find_all(span, word)})
     for index in lines:
         text = log.texts[index]
@@ -285,9 +284,7 @@ def _read_frames(log: Log, block: _Block, modules_only: bool
                  ) -> tuple[Frame | None, list[Frame], int | None]:
     """The block's RIP frame, its call-trace frames (only those inside a module, if asked) and
     where the offending task's own stack starts among them (after lockdep's chain)."""
-    if modules_only and not _MODULE_FRAME.search(
-            log.text, log.starts[block.start],
-            log.starts[block.end] + len(log.texts[block.end])):
+    if modules_only and not _MODULE_FRAME.search(log.span(block.start, block.end)):
         return _rip_only(log, block), [], None
     rip: Frame | None = None
     frames: list[Frame] = []

@@ -104,3 +104,9 @@ def test_a_span_is_read_from_proc_modules_and_the_sections():
     assert span.sections == {".text": 0xFFFFFFFFC0820000, ".init.text": 0xFFFFFFFFC0825000}
     assert span.holds("0xffffffffc0825010") and not span.holds("0xffffffffc0000010")
     assert parse_span("hello", "") is None
+
+
+def test_a_module_name_from_a_hostile_file_name_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    result, _, span = _run_load_script("true", span_of=f"x$(touch {marker})';touch {marker};'")
+    assert result.exit_status == 0 and span == "" and not marker.exists()

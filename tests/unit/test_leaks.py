@@ -33,6 +33,14 @@ KMEMLEAK = (
 )
 
 
+def start_now(check, transport) -> None:
+    """What a module load does for the check, in a command of its own."""
+    script = check.start_script()
+    if script:
+        result = transport.run(script, sudo=True, timeout=120)
+        check.started(None if result.ok else (result.stderr or result.stdout).strip())
+
+
 @pytest.fixture(autouse=True)
 def no_waiting(monkeypatch):
     monkeypatch.setattr(leaks, "KMEMLEAK_MIN_AGE_S", -1.0)
@@ -51,7 +59,7 @@ def test_only_objects_allocated_by_the_tests_modules_are_findings(tmp_path):
     session, transport, _ = scripted_session(tmp_path)
     transport.kmemleak = KMEMLEAK
     check = KmemleakCheck(transport)
-    leaks.start_now(check, transport)
+    start_now(check, transport)
     check.remember(ModuleSpan("leaky", BASE, 0x3000, {".text": BASE}))
     reports = check.findings()
     assert len(reports) == 1  # the two objects share their allocating site
@@ -66,7 +74,7 @@ def test_a_leak_fails_the_test_and_can_be_expected(tmp_path):
     session.leak_check_mode = "auto"
     run = session.new_test("leaks")
     assert isinstance(run.leak_check, KmemleakCheck)  # the kernel has kmemleak
-    leaks.start_now(run.leak_check, transport)  # what loading a module does
+    start_now(run.leak_check, transport)  # what loading a module does
     run.leak_check.remember(ModuleSpan("other", BASE + 0x10000, 0x2000))
     verdict = run.finish()
     assert verdict.failed
@@ -74,7 +82,7 @@ def test_a_leak_fails_the_test_and_can_be_expected(tmp_path):
     assert session.guest.leak_check is None  # nothing carries over to the next test
 
     expected = session.new_test("expects a leak", expect_oops=["memory leak"])
-    leaks.start_now(expected.leak_check, transport)
+    start_now(expected.leak_check, transport)
     expected.leak_check.remember(ModuleSpan("other", BASE + 0x10000, 0x2000))
     assert not expected.finish().failed
 
