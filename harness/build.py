@@ -33,6 +33,7 @@ from harness.hostbuild import (
     CompileOutcome,
     RootfsBuilder,
     guest_toolchain,
+    split_outputs,
 )
 from harness.transport import Transport
 
@@ -96,6 +97,8 @@ class BuildResult:
     seconds: float = 0.0
     reused: bool = False  # True when the .ko came from the host's copy of an earlier build
     where: str = "guest"  # IN_GUEST or ON_HOST: where the compiler ran
+    # gcov notes of a build with coverage profiling: path relative to the folder -> host copy
+    local_gcno: dict[str, Path] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -129,18 +132,28 @@ class HeadersMissing(BuildError):
     """The running kernel has no build tree in the guest."""
 
 
+# kbuild's switch for gcov profiling of every object it compiles (Documentation/dev-tools/
+# gcov.rst); on the command line it reaches the module folder's objects without its Makefile.
+PROFILE_VARIABLE = "GCOV_PROFILE=y"
+
+
 def make_command(remote_dir: str, extra_cflags: str = "", jobs: int = 2,
-                 release: str | None = None) -> str:
-    """kbuild for the running kernel, or for ``release`` (outside the guest, uname lies)."""
+                 release: str | None = None, profile: bool = False) -> str:
+    """kbuild for the running kernel, or for ``release`` (outside the guest, uname lies);
+    ``profile``: with gcov's line counters."""
     kernel = shlex.quote(release) if release else "$(uname -r)"
     kcflags = f" KCFLAGS={shlex.quote(extra_cflags)}" if extra_cflags else ""
+    profiling = f" {PROFILE_VARIABLE}" if profile else ""
     return (f"make -j{jobs} -C /lib/modules/{kernel}/build M={shlex.quote(remote_dir)}"
-            f"{kcflags} modules 2>&1")
+            f"{kcflags}{profiling} modules 2>&1")
 
 
-def build_key(tree_digest: str, kernel_release: str, extra_cflags: str) -> str:
-    text = json.dumps([tree_digest, kernel_release, extra_cflags])
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+def build_key(tree_digest: str, kernel_release: str, extra_cflags: str,
+              profile: bool = False) -> str:
+    parts: list[object] = [tree_digest, kernel_release, extra_cflags]
+    if profile:  # keys of builds without profiling stay as they were
+        parts.append(PROFILE_VARIABLE)
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
 BUILD_MODES = ("auto", "host", "guest")
@@ -170,6 +183,7 @@ class Builder:
     timeout: float = DEFAULT_TIMEOUT_S
     mode: str = "auto"
     host: RootfsBuilder | None = None
+    profile: bool = False  # build with gcov profiling (coverage runs)
     counts: Counter[str] = field(default_factory=Counter, init=False)  # place or "reused"
     _last_decision: tuple[str, str] | None = field(default=None, init=False)  # place, why
     _place: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
@@ -249,7 +263,7 @@ class Builder:
         timeout = timeout or self.timeout
         release = self.kernel_release()
         cache = BuildCache(self.cache_root)
-        key = build_key(tree_digest, release, extra_cflags)
+        key = build_key(tree_digest, release, extra_cflags, self.profile)
         if not force:
             result = self._reuse(cache.load(key), source_dir, remote_dir, release)
             if result is not None:
@@ -258,7 +272,8 @@ class Builder:
         place = self.place_for(release, mode)
         self.counts[place] += 1
         started = time.monotonic()
-        outcome = self._compiler(place).compile(source_dir, remote_dir, release, extra_cflags,
+        command = make_command(remote_dir, extra_cflags, release=release, profile=self.profile)
+        outcome = self._compiler(place).compile(source_dir, remote_dir, release, command,
                                                 timeout, limit_name)
         result = BuildResult(
             source_dir, remote_dir, release, outcome.exit_status, outcome.log,
@@ -268,7 +283,7 @@ class Builder:
         )
         # Failures are cached too: the same sources fail the same way for the same kernel, and
         # a grader's every test would otherwise pay for the failing build again.
-        result.local_ko = cache.store(key, result, outcome.ko_files)
+        result.local_ko, result.local_gcno = cache.store(key, result, outcome)
         return result
 
     def _compiler(self, place: str) -> Compiler:
@@ -287,6 +302,7 @@ class Builder:
                              cached.diagnostics, seconds=0.0, reused=True, where=cached.where)
         if cached.exit_status != 0:
             return result
+        result.local_gcno = dict(cached.gcno_files)
         for rel, host_copy in cached.ko_files.items():
             remote = posixpath.join(remote_dir, rel)
             present = self.transport.stat(remote)
@@ -298,9 +314,10 @@ class Builder:
 
 
 class Compiler(Protocol):
-    """Runs kbuild for one synced module folder; the .ko files end up in the guest folder."""
+    """Runs ``command`` (:func:`make_command`) for one synced module folder; the .ko files
+    end up in the guest folder."""
 
-    def compile(self, source_dir: Path, remote_dir: str, release: str, extra_cflags: str,
+    def compile(self, source_dir: Path, remote_dir: str, release: str, command: str,
                 timeout: float, limit_name: str) -> CompileOutcome: ...
 
 
@@ -311,25 +328,25 @@ class GuestCompiler:
     transport: Transport
     check_headers: Callable[[str], None]
 
-    def compile(self, source_dir: Path, remote_dir: str, release: str, extra_cflags: str,
+    def compile(self, source_dir: Path, remote_dir: str, release: str, command: str,
                 timeout: float, limit_name: str) -> CompileOutcome:
         self.check_headers(release)
         # The guest's own `timeout` stops make and what it started; the transport's bound is
         # only for a guest that stops answering.
-        command = (f"timeout -k 5 {timeout:g} sh -c "
-                   f"{shlex.quote(make_command(remote_dir, extra_cflags))}")
-        run = self.transport.run(command, timeout=timeout + 60)
+        run = self.transport.run(f"timeout -k 5 {timeout:g} sh -c {shlex.quote(command)}",
+                                 timeout=timeout + 60)
         if run.exit_status in (124, 137):
             where = f" ({limit_name})" if limit_name else ""
             return CompileOutcome(TIMED_OUT, run.stdout + run.stderr
                                   + f"\nbuild stopped after {timeout:g} s{where}\n", {})
-        ko_files: dict[str, bytes] = {}
+        outputs: dict[str, bytes] = {}
         if run.exit_status == 0:
             listing = self.transport.run(
-                f"find {shlex.quote(remote_dir)} -maxdepth 3 -name '*.ko' -type f", timeout=30)
-            ko_files = {posixpath.relpath(ko, remote_dir): self.transport.get_bytes(ko)
-                        for ko in sorted(listing.stdout.split())}
-        return CompileOutcome(run.exit_status, run.stdout + run.stderr, ko_files)
+                f"find {shlex.quote(remote_dir)} -maxdepth 3 -type f "
+                "\\( -name '*.ko' -o -name '*.gcno' \\)", timeout=30)
+            outputs = {posixpath.relpath(path, remote_dir): self.transport.get_bytes(path)
+                       for path in sorted(listing.stdout.split())}
+        return CompileOutcome(run.exit_status, run.stdout + run.stderr, *split_outputs(outputs))
 
 
 @dataclass
@@ -340,11 +357,9 @@ class HostCompiler:
     rootfs: RootfsBuilder
     transport: Transport
 
-    def compile(self, source_dir: Path, remote_dir: str, release: str, extra_cflags: str,
+    def compile(self, source_dir: Path, remote_dir: str, release: str, command: str,
                 timeout: float, limit_name: str) -> CompileOutcome:
-        outcome = self.rootfs.compile(source_dir, remote_dir,
-                                      make_command(remote_dir, extra_cflags, release=release),
-                                      timeout, limit_name)
+        outcome = self.rootfs.compile(source_dir, remote_dir, command, timeout, limit_name)
         for rel, data in outcome.ko_files.items():
             self.transport.put_bytes(data, posixpath.join(remote_dir, rel))
         return outcome
@@ -357,6 +372,7 @@ class CachedBuild:
     diagnostics: list[Diagnostic]
     where: str
     ko_files: dict[str, Path]  # path relative to the module folder -> host copy
+    gcno_files: dict[str, Path] = field(default_factory=dict)  # the same, for gcov notes
 
 
 @dataclass
@@ -367,15 +383,23 @@ class BuildCache:
 
     root: Path
 
-    def store(self, key: str, result: BuildResult, ko_files: dict[str, bytes]) -> dict[str, Path]:
-        """Keep a finished build; returns module name -> host copy of its .ko."""
+    def store(self, key: str, result: BuildResult, outcome: CompileOutcome
+              ) -> tuple[dict[str, Path], dict[str, Path]]:
+        """Keep a finished build; returns module name -> host copy of its .ko, and the gcov
+        notes files' relative paths -> host copies."""
         folder = self.root / key
         folder.mkdir(parents=True, exist_ok=True)
         local = {}
+        ko_files = outcome.ko_files
         for rel, data in ko_files.items():
             copy = folder / posixpath.basename(rel)
             copy.write_bytes(data)
             local[module_name(copy)] = copy
+        notes = {}
+        for rel, data in outcome.gcno_files.items():
+            notes[rel] = folder / "gcno" / rel
+            notes[rel].parent.mkdir(parents=True, exist_ok=True)
+            notes[rel].write_bytes(data)
         (folder / "build.log").write_text(result.log)
         (folder / "result.json").write_text(json.dumps({
             "exit_status": result.exit_status,
@@ -383,8 +407,9 @@ class BuildCache:
             "seconds": result.seconds,
             "where": result.where,
             "diagnostics": [vars(d) for d in result.diagnostics],
+            "gcno_files": sorted(notes),
         }))
-        return local
+        return local, notes
 
     def load(self, key: str) -> CachedBuild | None:
         """The build stored under ``key``; None when there is none or a .ko copy is missing."""
@@ -397,9 +422,12 @@ class BuildCache:
         copies = {rel: folder / posixpath.basename(rel) for rel in meta["ko_files"]}
         if not all(copy.is_file() for copy in copies.values()):
             return None
+        notes = {rel: folder / "gcno" / rel for rel in meta.get("gcno_files", [])}
+        if not all(copy.is_file() for copy in notes.values()):
+            return None
         return CachedBuild(meta["exit_status"], log,
                            [Diagnostic(**d) for d in meta.get("diagnostics", [])],
-                           meta.get("where", IN_GUEST), copies)
+                           meta.get("where", IN_GUEST), copies, notes)
 
 
 def module_name(ko_path: str | Path) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from harness.boxbuild import ROOTFS_COMPLETE
+from harness.errors import HarnessError
 from harness.sync import source_files
 from harness.transport import Transport
 
@@ -72,6 +73,8 @@ class CompileOutcome:
     exit_status: int
     log: str
     ko_files: dict[str, bytes]  # path relative to the module folder -> content
+    # gcov's notes files (a build with coverage profiling), relative path -> content
+    gcno_files: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -110,6 +113,15 @@ class RootfsBuilder:
                                    "sh", "-c", probe], capture_output=True, text=True, timeout=60)
         return parse_toolchain(done.stdout)
 
+    def run_tool(self, folder: Path, argv: list[str], timeout: float = 120) -> str:
+        """A program of the box (e.g. its gcov) on the files in ``folder``, in the same sandbox
+        as the toolchain probe: no network, no capabilities, only ``folder`` writable."""
+        done = subprocess.run([*self.sandbox_argv(folder, "/tmp/work"), *argv],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise ToolFailed(f"{argv[0]} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+        return done.stdout
+
     def compile(self, source_dir: Path, guest_dir: str, make_command: str,
                 timeout: float, limit_name: str = "") -> CompileOutcome:
         """Run ``make_command`` on a copy of the sources at ``guest_dir`` in a confined sandbox.
@@ -145,11 +157,13 @@ class RootfsBuilder:
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.communicate()
-        log, ko_files, problems = read_build_archive(archive, limits)
+        log, outputs, problems = read_build_archive(archive, limits)
         log += errors.decode(errors="replace")
         if problems:
             return CompileOutcome(REJECTED, log + "\n".join(problems) + "\n", {})
-        return CompileOutcome(status, log, ko_files if status == 0 else {})
+        if status != 0:
+            return CompileOutcome(status, log, {})
+        return CompileOutcome(status, log, *split_outputs(outputs))
 
     def confined_argv(self, sources: Path) -> list[str]:
         """bubblewrap as root for the mounts only: the read-only root filesystem, the sources
@@ -169,6 +183,10 @@ class RootfsBuilder:
             "--clearenv", "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", "/tmp",
             "--setenv", "LC_ALL", "C", "--chdir", "/tmp",
         ]
+
+
+class ToolFailed(HarnessError):
+    """A program run in the box's root filesystem failed."""
 
 
 TIMED_OUT = 124
@@ -213,7 +231,7 @@ def confined_script(guest_dir: str, make_command: str, limits: SandboxLimits) ->
         "status=$?\n"
         f"setpriv --reuid={uid} --regid={uid} --clear-groups kill -KILL -1 2>/dev/null\n"
         f"tar -C {LOG_DIR} -cf - {LOG_NAME}\n"
-        f"cd {q(guest_dir)} && find . -maxdepth 3 -name '*.ko' -print0 | "
+        f"cd {q(guest_dir)} && find . -maxdepth 3 \\( -name '*.ko' -o -name '*.gcno' \\) -print0 | "
         "tar --null --no-recursion -T - -cf -\n"
         "exit $status\n"
     )
@@ -225,8 +243,9 @@ LOG_NAME = "build.log"
 
 def read_build_archive(data: bytes, limits: SandboxLimits
                        ) -> tuple[str, dict[str, bytes], list[str]]:
-    """The log and .ko files the sandbox wrote (two tar streams, back to back): .ko files are
-    taken when they are regular files within the cap; every other one is named as a problem."""
+    """The log and the outputs (.ko, .gcno) the sandbox wrote (two tar streams, back to back):
+    outputs are taken when they are regular files within the cap; every other one is named as
+    a problem."""
     log = ""
     ko_files: dict[str, bytes] = {}
     problems: list[str] = []
@@ -253,6 +272,12 @@ def read_build_archive(data: bytes, limits: SandboxLimits
     except tarfile.TarError as err:
         problems.append(f"the build's output could not be read: {err}")
     return log, ko_files, problems
+
+
+def split_outputs(outputs: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """Build outputs as (.ko files, gcov notes files)."""
+    ko = {name: data for name, data in outputs.items() if name.endswith(".ko")}
+    return ko, {name: data for name, data in outputs.items() if name not in ko}
 
 
 _MEMBER_KINDS = {tarfile.SYMTYPE: "a symbolic link", tarfile.LNKTYPE: "a hard link",

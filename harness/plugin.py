@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.build import BUILD_MODES
+from harness.coverage import CoverageCollector, CoverageReport
 from harness.errors import BuildError, HarnessError, HostError
 from harness.guest import Guest, HostPaths
 from harness.kmem import KmemLedger
@@ -29,6 +30,8 @@ from harness.testrun import TestRun
 from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
 
 RUN_KEY = pytest.StashKey[TestRun]()
+COVERAGE_KEY = pytest.StashKey[CoverageCollector]()
+COVERAGE_WRITTEN_KEY = pytest.StashKey[tuple[CoverageReport, dict[str, Path]]]()
 # Why no VM could be had, per box asked for (None: the run's default box): asked once.
 SESSION_ERRORS_KEY = pytest.StashKey[dict[str | None, str]]()
 SESSION_KEY = pytest.StashKey[HarnessSession]()
@@ -78,6 +81,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "freed: auto (kmemleak when the kernel has it, as the debug box does, else "
                     "the kmem tracepoint ledger), kmemleak, ledger, or off (default: the ini's "
                     "harness_leak_check, else auto)")
+    group.addoption("--vm-coverage", action="store_true",
+                    help="line coverage of the modules the tests build (gcov; needs a kernel "
+                    "with CONFIG_GCOV_KERNEL, as the debug box's): a line per file at the end, "
+                    "coverage.xml (Cobertura) and HTML in --vm-coverage-dir")
+    group.addoption("--vm-coverage-dir", default="vm-coverage",
+                    help="where --vm-coverage writes its reports (default: ./vm-coverage)")
     group.addoption("--vm-skip-unavailable", action="store_true",
                     help="skip vm tests when no VM can be had (default: fail them)")
     parser.addini("harness_leak_check", default="auto",
@@ -184,8 +193,14 @@ def _open_session(config: pytest.Config, options, project: Path,
         _unavailable(config, errors[options.box])
     assert vm is not None
     guest = make_guest(vm, build_mode=config.getoption("--vm-build"))
-    return HarnessSession(vm, guest, ignore_titles=config.getini("harness_ignore_oops"),
-                          leak_check_mode=_leak_check_mode(config))
+    session = HarnessSession(vm, guest, ignore_titles=config.getini("harness_ignore_oops"),
+                             leak_check_mode=_leak_check_mode(config))
+    if config.getoption("--vm-coverage"):
+        why_not = session.count_lines(config.stash.setdefault(COVERAGE_KEY,
+                                                              CoverageCollector()))
+        if why_not:
+            print(f"harness: --vm-coverage: {why_not}", file=sys.stderr, flush=True)
+    return session
 
 
 def _close_session(config: pytest.Config, session: HarnessSession) -> None:
@@ -232,11 +247,34 @@ def _end_action(config: pytest.Config) -> str:
     return config.getoption("--vm-end")
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """--vm-coverage: the counters of every test, read into line counts and written out."""
+    config = session.config
+    collector = config.stash.get(COVERAGE_KEY, None)
+    if collector is None:
+        return
+    folder = Path(config.invocation_params.dir) / config.getoption("--vm-coverage-dir")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # each xdist worker has its own VM, tests and counters
+        folder = folder / worker
+    report = collector.report()
+    config.stash[COVERAGE_WRITTEN_KEY] = report, report.write(folder, config.rootpath)
+
+
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    """Say where modules were built (host or guest) and what became of the VM."""
+    """Say where modules were built (host or guest), what the tests covered and what became
+    of the VM."""
     session = config.stash.get(SESSION_KEY, None)
     if session is None:
         return
+    if COVERAGE_WRITTEN_KEY in config.stash:
+        report, written = config.stash[COVERAGE_WRITTEN_KEY]
+        for summary in report.files():
+            terminalreporter.write_line(f"harness: coverage {summary.line(config.rootpath)}")
+        for problem in report.problems:
+            terminalreporter.write_line(f"harness: coverage: {problem}")
+        terminalreporter.write_line(f"harness: coverage report: {written['html']}, "
+                                    f"{written['cobertura']}")
     builds = session.guest.builder.summary()
     if builds:
         terminalreporter.write_line(f"harness: {builds}")

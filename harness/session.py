@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import accel, kmem
+from harness import accel, coverage, kmem
 from harness.boxbuild import box_kernel, box_rootfs
 from harness.boxes import load_catalogue
 from harness.errors import HarnessError, VMError
@@ -177,6 +177,8 @@ class HarnessSession:
     clean: bool = True  # nothing ran since the kernel was last booted or restored
     isolation_key: str | None = None
     leak_check_mode: str = "off"  # harness.leaks.LEAK_CHECK_MODES
+    # Line coverage of the modules the tests build (None: off, or the kernel cannot count).
+    coverage: coverage.CoverageCollector | None = None
     _kernel_has_kmemleak: bool | None = None
 
     @functools.cached_property
@@ -184,6 +186,31 @@ class HarnessSession:
         """The guest kernel's vmlinux with debug info, when the harness compiled that kernel."""
         built = box_kernel(self.vm.settings.box)
         return KernelImage(built.vmlinux, built.system_map) if built else None
+
+    def count_lines(self, collector: coverage.CoverageCollector) -> str | None:
+        """Build modules with gcov profiling and collect each test's counters into
+        ``collector``; None when on, else why this box's kernel cannot (also told to the
+        collector, for the run's summary)."""
+        transport = self.guest.transport
+        if transport.run(coverage.CAPABILITY_PROBE, sudo=True, timeout=60).stdout.strip() \
+                == "yes":
+            self.coverage = collector
+            self.guest.builder.profile = True
+            return None
+        release = self.guest.builder.kernel_release()
+        why = (f"box {self.vm.settings.box.name}: tests on it are not counted: "
+               + coverage.NO_GCOV.format(release=release))
+        collector.not_counted(why)
+        return why
+
+    def gcov(self) -> coverage.GcovRunner:
+        """The box's own gcov (the compiler's version) in its root filesystem's sandbox, or
+        the host's when the box's root filesystem is not kept here."""
+        host = self.guest.builder.host
+        if host is None or host.unavailable_reason():
+            return coverage.host_gcov
+        return lambda folder, names: host.run_tool(
+            folder, ["gcov", *coverage.GCOV_ARGS, *names])
 
     def leak_check(self) -> LeakCheck | None:
         """A fresh leak check for the next test, as ``leak_check_mode`` says."""

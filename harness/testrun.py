@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import taint
+from harness import coverage, taint
 from harness.build import Diagnostic
 from harness.errors import CommandFailed, GuestUnreachable, HarnessError, TimeLimitExceeded
 from harness.guest import Guest
@@ -115,8 +115,10 @@ class TestRun:
 
     def start(self) -> None:
         self.serial_offset = self.session.vm.console.size()
-        state = self.guest.transport.run_parts(
-            {"kmsg": READ_COMMAND, "taint": taint.TAINT_COMMAND}, sudo=True, timeout=60)
+        parts = {"kmsg": READ_COMMAND, "taint": taint.TAINT_COMMAND}
+        if self.session.coverage is not None:  # this test's counters start from zero
+            parts["gcov"] = coverage.RESET_COMMAND
+        state = self.guest.transport.run_parts(parts, sudo=True, timeout=60)
         records = self.guest.kernel_log.records_from(state["kmsg"])
         self.capture = self.guest.kernel_log.capture(records[-1].seq if records else -1)
         self.taint_before = taint.parse_taint(state["taint"])
@@ -160,6 +162,7 @@ class TestRun:
         if alive and not crashed and not verdict.reports:
             verdict.reports += self._leaks(verdict, state.get("leaks"))
         self._end_leak_check(alive)
+        self._collect_coverage(state.get("gcov"), alive)
         if alive:
             try:
                 after = taint.parse_taint(state["taint"])
@@ -176,11 +179,37 @@ class TestRun:
         leak_read = self.leak_check.read_script() if self.leak_check is not None else ""
         if leak_read:
             parts["leaks"] = leak_read
+        if self.session.coverage is not None and self._profiled():
+            parts["gcov"] = coverage.read_script(m.remote_dir for m in self._profiled())
         try:
             return self.guest.transport.run_parts(parts, sudo=True, timeout=120)
         except GuestUnreachable as err:
             verdict.guest_died = verdict.guest_died or str(err)
             return {}
+
+    def _profiled(self) -> list[Module]:
+        """The test's modules built with gcov profiling, one per build folder."""
+        folders = {m.remote_dir: m for m in self.modules
+                   if m.build_result is not None and m.build_result.local_gcno}
+        return list(folders.values())
+
+    def _collect_coverage(self, read: CommandResult | None, alive: bool) -> None:
+        collector = self.session.coverage
+        if collector is None or not self._profiled():
+            return
+        if read is None or not alive:
+            collector.not_counted(f"{self.name}: not counted: the guest died or hung, and its "
+                                  "counters with it")
+            return
+        files = coverage.parse_read(read.stdout)
+        for module in self._profiled():
+            prefix = module.remote_dir.rstrip("/") + "/"
+            gcda = {path[len(prefix):]: data for path, data in files.items()
+                    if path.startswith(prefix)}
+            assert module.build_result is not None
+            collector.add(coverage.Counters(self.name, module.source_dir, module.remote_dir,
+                                            gcda, module.build_result.local_gcno),
+                          self.session.gcov())
 
     def _leaks(self, verdict: Verdict, read: CommandResult | None) -> list[Report]:
         """What the test's modules leaked (after a crash the question has no answer)."""

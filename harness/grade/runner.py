@@ -32,6 +32,8 @@ class StudentResult:
     late_penalty_percent: float = 0.0
     warning_penalty: float = 0.0
     tests: list[dict] = field(default_factory=list)
+    # spec `coverage: true`: per file of the student's, the lines the tests reached
+    coverage: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -127,14 +129,18 @@ def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade:
     if pending:
         project = (vm_project or Path.cwd()).resolve()
         args = [f"--vm-project={project}", *spec.pytest_args(), *(vm_args or [])]
+        if spec.coverage:
+            args.append(f"--vm-coverage-dir={out / COVERAGE_DIR}")
         if _vm_running(project):
             args.append("--vm-reuse")  # someone's VM: use it from its clean snapshot, keep it
         _run_tests(spec, out, pending, jobs, args, log)
     results = []
+    covered = student_coverage(out, pending) if spec.coverage and pending else {}
     for name, path in found.items():
         result_file = out / "students" / name / "result.json"
         if name in pending:
             result = score_student(name, out, spec, points, _mtime_dt(path))
+            result.coverage = covered.get(name, [])
             if result.status == "graded":
                 atomic_write(result_file, json.dumps(result.to_dict(), indent=1))
         elif result_file.is_file():
@@ -146,6 +152,31 @@ def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade:
 
     write_reports(results, spec, out)
     return results
+
+
+COVERAGE_DIR = "coverage"
+
+
+def student_coverage(out: Path, pending: dict[str, dict]) -> dict[str, list[dict]]:
+    """Per student, the coverage of the files of their own module folder, from the grading
+    run's coverage summaries (one per xdist worker); a file is named relative to the folder."""
+    files = []
+    problems = []
+    for summary in sorted((out / COVERAGE_DIR).rglob("summary.json")):
+        data = json.loads(summary.read_text())
+        files += data["files"]
+        problems += data["problems"]
+    found: dict[str, list[dict]] = {}
+    for name, entry in pending.items():
+        folder = Path(entry["module_dir"]).resolve()
+        for item in files:
+            source = Path(item["source"]).resolve()
+            if source.is_relative_to(folder):
+                found.setdefault(name, []).append({**item, "source": str(source.relative_to(
+                    folder))})
+        if name not in found and problems:
+            found[name] = [{"problem": problems[0]}]
+    return found
 
 
 def _vm_running(project: Path) -> bool:

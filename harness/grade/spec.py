@@ -42,6 +42,7 @@ class Spec:
     late: LatePolicy | None = None
     box: str | None = None  # the box the students' modules run on (e.g. debian-12-debug)
     leak_check: str | None = None  # harness.leaks.LEAK_CHECK_MODES; None: the harness's default
+    coverage: bool = False  # each student's lines reached by the tests (needs a gcov kernel)
 
     @property
     def extra_cflags(self) -> str:
@@ -51,6 +52,7 @@ class Spec:
         """The spec's choices about the kernel as options of the grading run (options given
         on the command line come after them and win)."""
         args = [f"--vm-box={self.box}"] if self.box else []
+        args += ["--vm-coverage"] if self.coverage else []
         return args + ([f"--vm-leak-check={self.leak_check}"] if self.leak_check else [])
 
 
@@ -58,6 +60,7 @@ _TOP: Schema = {
     "assignment": (str, True), "module": (str, True), "required_files": (list, True),
     "tests": (str, True), "build": (dict, False), "time_limits": (dict, False),
     "limits": (dict, False), "late": (dict, False), "kernel": (dict, False),
+    "coverage": (bool, False),
 }
 _CHOICES = {"warnings": ("allow", "penalize", "error"), "leak_check": LEAK_CHECK_MODES}
 _KERNEL: Schema = {"box": (str, False), "leak_check": (str, False)}
@@ -121,6 +124,7 @@ def load_spec(path: Path) -> Spec:
         late=late,
         box=kernel.get("box"),
         leak_check=kernel.get("leak_check"),
+        coverage=bool(data.get("coverage", False)),
     )
 
 

@@ -24,6 +24,20 @@ struct birthday {
 
 static LIST_HEAD(birthday_list);
 
+/* Frees every item; on exit, and when init fails half-way (nothing may be left behind). */
+static int llist_free_all(void)
+{
+	struct birthday *b, *next;
+	int freed = 0;
+
+	list_for_each_entry_safe(b, next, &birthday_list, list) {
+		list_del(&b->list);
+		kfree(b);
+		freed++;
+	}
+	return freed;
+}
+
 static int __init llist_init(void)
 {
 	int i;
@@ -35,8 +49,10 @@ static int __init llist_init(void)
 	for (i = 0; i < count; i++) {
 		struct birthday *b = kmalloc(sizeof(*b), GFP_KERNEL);
 
-		if (!b)
+		if (!b) {
+			llist_free_all();
 			return -ENOMEM;
+		}
 		b->day = 1 + i % 28;
 		b->month = 1 + i % 12;
 		b->year = 2000 + i;
@@ -54,15 +70,7 @@ static int __init llist_init(void)
 
 static void __exit llist_exit(void)
 {
-	struct birthday *b, *next;
-	int freed = 0;
-
-	list_for_each_entry_safe(b, next, &birthday_list, list) {
-		list_del(&b->list);
-		kfree(b);
-		freed++;
-	}
-	pr_info("llist: freed %d items\n", freed);
+	pr_info("llist: freed %d items\n", llist_free_all());
 }
 
 module_init(llist_init);

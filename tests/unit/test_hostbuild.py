@@ -11,9 +11,22 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.build import IN_GUEST, ON_HOST, Builder, HostBuildUnavailable, make_command
+from harness.build import (
+    IN_GUEST,
+    ON_HOST,
+    Builder,
+    HostBuildUnavailable,
+    build_key,
+    make_command,
+)
 from harness.errors import VMError
-from harness.hostbuild import RootfsBuilder, Toolchain, parse_toolchain
+from harness.hostbuild import (
+    CompileOutcome,
+    RootfsBuilder,
+    Toolchain,
+    parse_toolchain,
+    split_outputs,
+)
 from harness.session import ready_vm
 from harness.transport import CommandResult
 
@@ -237,13 +250,31 @@ def test_the_build_cache_gives_back_what_it_stored_and_nothing_when_a_copy_is_go
     warning = Diagnostic("hello.c", 3, 5, "warning", "unused variable 'x'")
     result = BuildResult(Path("hello"), "/tmp/hello", "6.1.0", 0, "log text", [warning],
                          seconds=1.5, where=ON_HOST)
-    local = cache.store("k1", result, {"sub/my-mod.ko": b"ELF"})
+    outcome = CompileOutcome(0, "log text", {"sub/my-mod.ko": b"ELF"},
+                             {"sub/my-mod.gcno": b"oncg"})
+    local, notes = cache.store("k1", result, outcome)
     assert local == {"my_mod": tmp_path / "k1" / "my-mod.ko"}
+    assert notes == {"sub/my-mod.gcno": tmp_path / "k1" / "gcno" / "sub" / "my-mod.gcno"}
     loaded = cache.load("k1")
     assert loaded is not None
     assert (loaded.exit_status, loaded.log, loaded.where) == (0, "log text", ON_HOST)
     assert loaded.diagnostics == [warning]
     assert loaded.ko_files == {"sub/my-mod.ko": tmp_path / "k1" / "my-mod.ko"}
+    assert loaded.gcno_files == notes
     assert cache.load("other") is None
+    notes["sub/my-mod.gcno"].unlink()
+    assert cache.load("k1") is None  # a coverage run needs its notes as much as the .ko
+    cache.store("k1", result, outcome)
     (tmp_path / "k1" / "my-mod.ko").unlink()
     assert cache.load("k1") is None
+
+
+def test_build_outputs_are_split_into_modules_and_gcov_notes():
+    ko, notes = split_outputs({"a.ko": b"1", "sub/b.ko": b"2", "a.gcno": b"3"})
+    assert ko == {"a.ko": b"1", "sub/b.ko": b"2"} and notes == {"a.gcno": b"3"}
+
+
+def test_profiling_is_a_make_variable_and_part_of_the_build_key():
+    assert make_command("/tmp/x", profile=True).endswith(" GCOV_PROFILE=y modules 2>&1")
+    assert "GCOV" not in make_command("/tmp/x")
+    assert build_key("d", "6.1", "") != build_key("d", "6.1", "", profile=True)
