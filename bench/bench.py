@@ -15,12 +15,15 @@ Measured side by side in one run, so ratios hold on a noisy shared machine:
 - sanitizers: the planted-bug folder's clean control on the stock box and on the debug box side
   by side: its load/unload cycle (ratio debug/stock), what the per-test leak check adds (kmem
   ledger on stock, kmemleak on debug; targets 0.5 s and 2 s), and 20 consecutive runs of the
-  control with the leak check on, which must give zero findings on both.
+  control with the leak check on, which must give zero findings on both;
+- coverage: modules/llist's load/unload cycle on the debug box with --vm-coverage's work
+  (profiled build, counter reset and read, gcov's line counts of the test) and without it,
+  alternated -- target: <= 1.5x.
 
 Startup and grading run in a VM project of their own (bench/.project), destroyed at the end.
 
 Usage: python bench/bench.py [--rounds N]
-                             [--only startup,cycle,recovery,grading,parser,sanitizers]
+                             [--only startup,cycle,recovery,grading,parser,sanitizers,coverage]
                              [--json FILE]
 """
 
@@ -45,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness.build import make_command  # noqa: E402
+from harness.coverage import CoverageCollector  # noqa: E402
 from harness.grade.runner import grade  # noqa: E402
 from harness.guest import Guest  # noqa: E402
 from harness.kmod import Module  # noqa: E402
@@ -59,12 +63,13 @@ from harness.session import (  # noqa: E402
 from harness.transport import SSHTarget  # noqa: E402
 
 PHASES = ("sync", "build", "insmod", "capture", "rmmod")
-SECTIONS = ("startup", "cycle", "recovery", "grading", "parser", "sanitizers")
+SECTIONS = ("startup", "cycle", "recovery", "grading", "parser", "sanitizers", "coverage")
 BENCH_PROJECT = ROOT / "bench" / ".project"
 ASSIGNMENT = ROOT / "examples" / "llist-assignment"
 GRADING_STUDENTS = ("correct", "wrong_output", "memory_not_freed", "null_dereference_on_exit")
 TARGETS = {"edited_cycle_vs_guest_build": 1 / 5, "second_start_vs_cold": 1 / 3,
-           "leak_check_s": {"debian-12": 0.5, "debian-12-debug": 2.0}}
+           "leak_check_s": {"debian-12": 0.5, "debian-12-debug": 2.0},
+           "coverage_cycle_ratio": 1.5}
 SANITIZER_BOXES = ("debian-12", "debian-12-debug")
 PLANTED = ROOT / "tests" / "vm" / "modules" / "planted"
 CLEAN_RUNS = 20
@@ -315,6 +320,50 @@ def bench_sanitizers(results: dict, rounds: int) -> None:
     results["sanitizers"] = figures
 
 
+def _llist_test(session: HarnessSession, collector: CoverageCollector | None) -> float:
+    """One test loading and unloading modules/llist; with ``collector``, as --vm-coverage runs
+    it, including gcov's reading of the test's counters (done at the end of a real run)."""
+    session.coverage = collector
+    session.guest.builder.profile = collector is not None
+    started = time.perf_counter()
+    run = session.new_test("bench-coverage")
+    module = run.module(ROOT / "modules" / "llist")
+    module.load()
+    module.unload()
+    verdict = run.finish()
+    if collector is not None:
+        report = collector.report()
+        collector.counters.clear()
+        if not report.hits or report.problems:
+            raise RuntimeError(f"coverage counted nothing: {report.problems}")
+    if verdict.kernel_broken:
+        raise RuntimeError(verdict.message())
+    return time.perf_counter() - started
+
+
+def bench_coverage(results: dict, rounds: int) -> None:
+    box = "debian-12-debug"
+    vm = ready_vm(make_vm(VMOptions(box=box), ROOT / ".harness" / "boxes" / box,
+                          catalogue_dir=ROOT))
+    session = HarnessSession(vm, make_guest(vm))
+    collector = CoverageCollector()
+    why_not = session.count_lines(collector)
+    if why_not:
+        raise RuntimeError(why_not)
+    _llist_test(session, None)  # both builds, and the kernel's first load of each
+    _llist_test(session, collector)
+    without, with_coverage = [], []
+    for _ in range(rounds):  # alternated: the shared host's load changes hit both alike
+        without.append(_llist_test(session, None))
+        with_coverage.append(_llist_test(session, collector))
+    figures = {"box": box, "cycle_s": round(statistics.median(without), 2),
+               "cycle_with_coverage_s": round(statistics.median(with_coverage), 2)}
+    figures["ratio"] = round(figures["cycle_with_coverage_s"] / figures["cycle_s"], 2)
+    print(f"coverage {box}: {figures}", file=sys.stderr)
+    vm.power_off()
+    results["coverage"] = figures
+
+
 def destroy_bench_vms() -> None:
     null = io.StringIO()
     for folder in [*sorted((BENCH_PROJECT / ".harness" / "workers").glob("gw*")), BENCH_PROJECT]:
@@ -347,6 +396,10 @@ def summary(results: dict) -> list[str]:
                          f"per test (target <= {goal} s): {'met' if added <= goal else 'NOT met'}"
                          f"; clean control: {figures[box]['clean_runs_with_findings']} of "
                          f"{figures[box]['clean_runs']} runs with findings (target 0)")
+    if "coverage" in results:
+        ratio, goal = results["coverage"]["ratio"], TARGETS["coverage_cycle_ratio"]
+        lines.append(f"llist cycle with coverage / without = {ratio:.2f}x (target <= {goal}x): "
+                     f"{'met' if ratio <= goal else 'NOT met'}")
     return lines
 
 
@@ -376,6 +429,8 @@ def main() -> int:
             bench_parser(results)
         if "sanitizers" in sections:
             bench_sanitizers(results, args.rounds)
+        if "coverage" in sections:
+            bench_coverage(results, args.rounds)
     finally:
         destroy_bench_vms()
     results["summary"] = summary(results)

@@ -149,10 +149,13 @@ def make_command(remote_dir: str, extra_cflags: str = "", jobs: int = 2,
 
 
 def build_key(tree_digest: str, kernel_release: str, extra_cflags: str,
-              profile: bool = False) -> str:
+              profile_in: str | None = None) -> str:
+    """The identity of a build. ``profile_in``: the build folder of a build with gcov profiling,
+    whose objects carry that folder (the kernel files their counters under it), so identical
+    sources in another folder are not the same build."""
     parts: list[object] = [tree_digest, kernel_release, extra_cflags]
-    if profile:  # keys of builds without profiling stay as they were
-        parts.append(PROFILE_VARIABLE)
+    if profile_in is not None:  # keys of builds without profiling stay as they were
+        parts += [PROFILE_VARIABLE, profile_in]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
@@ -263,7 +266,8 @@ class Builder:
         timeout = timeout or self.timeout
         release = self.kernel_release()
         cache = BuildCache(self.cache_root)
-        key = build_key(tree_digest, release, extra_cflags, self.profile)
+        key = build_key(tree_digest, release, extra_cflags,
+                        remote_dir if self.profile else None)
         if not force:
             result = self._reuse(cache.load(key), source_dir, remote_dir, release)
             if result is not None:

@@ -274,7 +274,11 @@ def test_build_outputs_are_split_into_modules_and_gcov_notes():
     assert ko == {"a.ko": b"1", "sub/b.ko": b"2"} and notes == {"a.gcno": b"3"}
 
 
-def test_profiling_is_a_make_variable_and_part_of_the_build_key():
+def test_profiling_is_a_make_variable_and_its_folder_part_of_the_build_key():
+    # The same sources profiled in another folder: their counters live under that folder.
     assert make_command("/tmp/x", profile=True).endswith(" GCOV_PROFILE=y modules 2>&1")
     assert "GCOV" not in make_command("/tmp/x")
-    assert build_key("d", "6.1", "") != build_key("d", "6.1", "", profile=True)
+    plain = build_key("d", "6.1", "")
+    profiled = build_key("d", "6.1", "", profile_in="/tmp/harness/a-1")
+    assert len({plain, profiled, build_key("d", "6.1", "", profile_in="/tmp/harness/b-2")}) == 3
+    assert profiled == build_key("d", "6.1", "", profile_in="/tmp/harness/a-1")
