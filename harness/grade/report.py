@@ -179,11 +179,16 @@ def _class_summary(view: ClassView) -> str:
 </section>"""
 
 
+def _percent(files: list[dict]) -> float:
+    total = sum(f["total"] for f in files)
+    return 100 * sum(f["covered"] for f in files) / total if total else 0.0
+
+
 def _coverage_line(item: dict) -> str:
     """``llist.c: 18/21 lines reached by the tests (86 %); never reached: 33-34, 40``."""
     if "problem" in item:
         return f"coverage: {item['problem']}"
-    percent = 100 * item["covered"] / item["total"] if item["total"] else 0
+    percent = _percent([item])
     missed = f"; never reached: lines {line_ranges(item['missed'])}" if item["missed"] else ""
     return (f"coverage of {item['source']}: {item['covered']}/{item['total']} lines reached "
             f"by the tests ({percent:.0f} %){missed}")
@@ -220,9 +225,12 @@ def html_report(results: list, spec: Spec) -> str:
                 parts.append("<details><summary>kernel log</summary><pre>"
                              + e("\n".join(t["kernel_lines"])) + "</pre></details>")
             details.append("".join(parts))
+        counted = [c for c in getattr(r, "coverage", []) if "total" in c]
+        reached = (f"<span class=cov title=\"lines of the student's files the tests reached\">"
+                   f"{_percent(counted):.0f} % lines</span> " if counted else "")
         rows.append(
             f"<details class=student><summary><span class=name>{e(r.student)}</span> "
-            f"<span class=score>{r.score:g} / {r.max_score:g}</span> "
+            f"{reached}<span class=score>{r.score:g} / {r.max_score:g}</span> "
             f"<span class=status>{e(r.status)}</span></summary>{''.join(details)}</details>")
     summary = _class_summary(class_view(results))
     return f"""<!doctype html>
@@ -235,6 +243,7 @@ summary {{ cursor: pointer; padding: .3em; }}
 .name {{ flex: 1 1 auto; min-width: 0; font-weight: bold; overflow-wrap: anywhere; }}
 .score {{ flex: 0 0 7em; text-align: right; }}
 .status {{ flex: 0 0 7em; }}
+.cov {{ flex: 0 0 8em; text-align: right; color: #555; }}
 .summary {{ border: 1px solid #ccc; padding: 0 1em 1em; margin-bottom: 2em; }}
 .cols {{ display: flex; flex-wrap: wrap; gap: 3em; }}
 .rates td {{ padding: .15em .6em .15em 0; }} .rates .test {{ font-family: monospace; }}

@@ -254,3 +254,26 @@ def test_students_finished_before_an_interruption_are_not_graded_again(tmp_path,
     assert list(ran[0]) == ["half"]  # only the unfinished student runs again
     assert results["done"].status == "graded" and results["done"].score == 10
     assert (out / "students" / "done" / "result.json").is_file()
+
+
+def test_each_student_gets_the_coverage_of_their_own_files(tmp_path):
+    from harness.grade.runner import COVERAGE_DIR, student_coverage
+
+    work = tmp_path / "work"
+    summary = {"files": [
+        {"source": str(work / "alice" / "llist.c"), "covered": 28, "total": 30,
+         "missed": [53, 54, 60]},
+        {"source": str(work / "bob" / "llist.c"), "covered": 30, "total": 30, "missed": []}],
+        "problems": []}
+    (tmp_path / COVERAGE_DIR / "gw1").mkdir(parents=True)  # one summary per xdist worker
+    (tmp_path / COVERAGE_DIR / "gw1" / "summary.json").write_text(json.dumps(summary))
+    pending = {name: {"module_dir": str(work / name)} for name in ("alice", "bob", "carol")}
+    found = student_coverage(tmp_path, pending)
+    assert found["alice"] == [{"source": "llist.c", "covered": 28, "total": 30,
+                               "missed": [53, 54, 60]}]
+    assert "carol" not in found  # nothing of hers was counted, and nothing else is said
+    alice = StudentResult("alice", 10, 10, "graded", coverage=found["alice"])
+    page = html_report([alice], load_spec(EXAMPLE / "assignment.yaml"))
+    assert "coverage of llist.c: 28/30 lines reached by the tests (93 %); never reached: " \
+           "lines 53-54, 60" in page
+    assert "<span class=cov" in page and "93 % lines" in page

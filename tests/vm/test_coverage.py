@@ -136,3 +136,18 @@ def test_grading_with_coverage_shows_each_student_their_own_lines(tmp_path):
     assert report.count("coverage of llist.c: ") == 2
     saved = json.loads((tmp_path / "out" / "students" / "correct" / "result.json").read_text())
     assert saved["coverage"] == results["correct"].coverage
+
+
+def test_a_box_whose_kernel_cannot_count_says_so(harness_session, tmp_path):
+    """The stock box's kernel has no gcov: the tests run as usual and the run says why
+    nothing was counted (this run's own VM, running, is used and left running)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/vm/test_modules.py::test_llist_count_parameter",
+         "-p", "no:cacheprovider", "--vm-reuse", "--vm-coverage",
+         f"--vm-coverage-dir={tmp_path / 'coverage'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False)
+    assert "1 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    said = re.search(r"harness: coverage: box debian-12: tests on it are not counted: its "
+                     r"kernel \(\S+\) has no gcov support", proc.stdout)
+    assert said, proc.stdout[-3000:]
+    assert "harness: coverage llist.c" not in proc.stdout
