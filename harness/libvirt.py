@@ -19,6 +19,8 @@ from harness.errors import VMError
 from harness.hostexec import HostCommandError, run
 
 LIBVIRT_URI = "qemu:///system"
+# Domain states in which a snapshot is loaded into the running QEMU process (LibvirtDomain.revert).
+IN_PLACE_STATES = ("running", "paused")
 
 
 @dataclass
@@ -67,8 +69,29 @@ class LibvirtDomain:
             self.virsh("snapshot-delete", domain, name)
         self.virsh("snapshot-create-as", domain, name, "--description", description)
 
-    def revert(self, name: str) -> None:
-        self.virsh("snapshot-revert", self.require(), name, "--running", "--force")
+    def revert(self, name: str) -> str:
+        """Back to the internal snapshot ``name``, running; says how.
+
+        A running (or paused) domain loads it into its own QEMU process with QEMU's ``loadvm``
+        (disks and memory, as libvirt's revert does): about 0.3 s here, where libvirt's
+        ``snapshot-revert`` stops QEMU and starts a new process with the snapshot (about 7 s,
+        and under emulation the new process translates all guest code afresh, 3-4 s more
+        before the guest answers). libvirt has no verb for it, so it goes through libvirt's
+        monitor passthrough (the domain's log notes it as tainted: custom-monitor).
+        libvirt's revert is used when the domain is not running or ``loadvm`` fails.
+        """
+        domain = self.require()
+        if self.state() in IN_PLACE_STATES:
+            try:
+                said = self.virsh("qemu-monitor-command", domain, "--hmp", f"loadvm {name}")
+            except HostCommandError as err:
+                said = str(err)
+            if not said.strip():  # HMP answers nothing when it worked, else the error
+                if self.state() != "running":
+                    self.virsh("resume", domain)
+                return "loadvm"
+        self.virsh("snapshot-revert", domain, name, "--running", "--force")
+        return "snapshot-revert"
 
     def delete_snapshots(self) -> None:
         with contextlib.suppress(HostCommandError):

@@ -1,0 +1,56 @@
+"""The libvirt domain's snapshot revert: loaded into the running QEMU process when it can be,
+libvirt's own revert (a new QEMU process) otherwise. virsh is scripted; the real one is used by
+every vm test that restores a clean kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.hostexec import HostCommandError
+from harness.libvirt import LibvirtDomain
+
+
+class ScriptedDomain(LibvirtDomain):
+    def __init__(self, tmp_path: Path, states: list[str], monitor_says: str = "",
+                 monitor_fails: bool = False):
+        (tmp_path / "id").write_text("uuid-1\n")
+        super().__init__("qemu:///system", tmp_path / "id")
+        self.states, self.monitor_says, self.monitor_fails = states, monitor_says, monitor_fails
+        self.calls: list[tuple[str, ...]] = []
+
+    def virsh(self, *args: str, timeout: float = 120.0) -> str:
+        self.calls.append(args)
+        if args[0] == "domstate":
+            return self.states.pop(0) + "\n"
+        if args[0] == "qemu-monitor-command":
+            if self.monitor_fails:
+                raise HostCommandError(["virsh", *args], 1, "error: operation not supported")
+            return self.monitor_says
+        return ""
+
+
+def test_a_running_domain_loads_the_snapshot_in_place(tmp_path):
+    domain = ScriptedDomain(tmp_path, ["running", "running"], monitor_says="\n")
+    assert domain.revert("harness-clean") == "loadvm"
+    assert ("qemu-monitor-command", "uuid-1", "--hmp", "loadvm harness-clean") in domain.calls
+    assert not any(call[0] in ("snapshot-revert", "resume") for call in domain.calls)
+
+
+def test_a_paused_domain_is_resumed_after_loading(tmp_path):
+    domain = ScriptedDomain(tmp_path, ["paused", "paused"])
+    assert domain.revert("harness-clean") == "loadvm"
+    assert domain.calls[-1] == ("resume", "uuid-1")
+
+
+@pytest.mark.parametrize(("states", "says", "fails"), [
+    (["shut off"], "", False),  # no QEMU process to load into: libvirt starts one
+    (["running"], "Error: Snapshot 'harness-clean' does not exist\n", False),
+    (["running"], "", True),  # a libvirt that refuses the passthrough
+])
+def test_otherwise_libvirts_revert_does_it(tmp_path, states, says, fails):
+    domain = ScriptedDomain(tmp_path, states, monitor_says=says, monitor_fails=fails)
+    assert domain.revert("harness-clean") == "snapshot-revert"
+    assert domain.calls[-1] == ("snapshot-revert", "uuid-1", "harness-clean", "--running",
+                                "--force")
