@@ -77,9 +77,10 @@ def _read_from(log: IO[bytes], offset: int) -> str:
     return log.read().decode(errors="replace")
 
 
-def archive(console: SerialConsole, target: Path) -> Path | None:
-    """Copy what the console holds to ``target`` (nothing when it is empty)."""
-    text = console.read()
+def archive(console: SerialConsole, target: Path, since: int = 0) -> Path | None:
+    """Copy what the console holds from byte ``since`` to ``target`` (nothing when that is
+    empty)."""
+    text = console.read(since)
     if not text:
         return None
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,7 @@ class VM:
         self.state = state_dir(self.project_dir)
         self.state.mkdir(parents=True, exist_ok=True)
         self.serial_log = self.state / "serial.log"
+        self._serial_start = 0  # where the console's text since the last restore begins
         self.vagrant_log = self.state / "vagrant.log"
         self.vagrant_dir = self._vagrant_dir()
         self.log = self.log or sys.stderr
@@ -183,6 +184,7 @@ class VM:
     def up(self) -> None:
         """Boot the VM (creating it on first use). Progress goes to the log stream."""
         started = time.monotonic()
+        self._serial_start = 0  # a new QEMU process starts the console file afresh
         self.say(f"starting VM {self.settings.box.vagrant_box} (driver {self.settings.driver}, "
                  f"{self.settings.memory} MiB, {self.settings.cpus} CPUs); "
                  f"console log {self.console.location}")
@@ -341,9 +343,12 @@ class VM:
         self.archive_serial_log(archive_as)
         try:
             self.domain.ensure_networks(self._surroundings()["networks"], self.say)
-            self.domain.revert(name)
+            how = self.domain.revert(name)
         except HostCommandError as err:
             raise VMError(f"reverting to snapshot {name!r} failed: {err}") from err
+        # loadvm keeps the QEMU process and its console file; libvirt's revert starts a new
+        # process, which empties the file.
+        self._serial_start = self.console.size() if how == "loadvm" else 0
         self._retarget()
         self.apply_network_policy()  # the snapshot's XML may say otherwise
         self.wait_for_ssh(timeout=90)
@@ -384,8 +389,11 @@ class VM:
         return self.state / "serial" / f"{_safe_name(name)}.log"
 
     def archive_serial_log(self, name: str | None) -> Path | None:
-        """Copy the serial log aside under ``.harness/serial/NAME.log`` (when it has content)."""
-        return archive(self.console, self.serial_archive_path(name)) if name else None
+        """Copy what the serial console printed since the last restore (or boot) aside under
+        ``.harness/serial/NAME.log`` (when it has content)."""
+        if not name:
+            return None
+        return archive(self.console, self.serial_archive_path(name), since=self._serial_start)
 
 
 _TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -5,6 +5,7 @@ a module; no VM), per-test sums, and the Cobertura and HTML outputs."""
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -150,3 +151,20 @@ def test_cobertura_and_html_show_hit_and_missed_lines(tmp_path):
     page = next((tmp_path / "out").glob("*-llist.c.html")).read_text()
     assert '<tr class="missed" title=""><td>6</td><td>0</td><td><pre>&lt;b&gt;</pre>' in page
     assert '<tr class="hit" title="test_x.py::test_load"><td>4</td><td>3</td>' in page
+
+
+def test_a_source_named_outside_the_module_folder_is_never_read(tmp_path):
+    """A Makefile can name an object ../../x.o; its source path from gcov then points at a
+    host file, which must not reach the report."""
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "ok.c").write_text("int x;\n")
+    secret = tmp_path / "secret.c"
+    secret.write_text("root:x:0:0\n")
+    notes = tmp_path / "ok.gcno"
+    notes.write_bytes(b"notes")
+    output = json.dumps({"files": [
+        {"file": "/tmp/harness/s-1/../secret.c", "lines": [{"line_number": 1, "count": 1}]},
+        {"file": "/tmp/harness/s-1/ok.c", "lines": [{"line_number": 1, "count": 2}]}]})
+    counters = Counters("t", folder, "/tmp/harness/s-1", {}, {"ok.gcno": notes})
+    assert line_counts(counters, lambda _folder, _names: output) == {folder / "ok.c": {1: 2}}

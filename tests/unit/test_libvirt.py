@@ -54,3 +54,18 @@ def test_otherwise_libvirts_revert_does_it(tmp_path, states, says, fails):
     assert domain.revert("harness-clean") == "snapshot-revert"
     assert domain.calls[-1] == ("snapshot-revert", "uuid-1", "harness-clean", "--running",
                                 "--force")
+
+
+def test_the_archive_holds_what_the_console_printed_since_the_last_restore(tmp_path):
+    """loadvm keeps QEMU's console file: an archive starts where the last restore left it."""
+    from harness.console import LocalSerialConsole, archive
+
+    log = tmp_path / "serial.log"
+    log.write_text("boot\nfirst test's panic\n")
+    start = log.stat().st_size
+    with log.open("a") as console:
+        console.write("Kernel panic - not syncing: second\n")
+    kept = archive(LocalSerialConsole(log), tmp_path / "kept.log", since=start)
+    assert kept is not None and kept.read_text() == "Kernel panic - not syncing: second\n"
+    assert archive(LocalSerialConsole(log), tmp_path / "none.log", since=log.stat().st_size) \
+        is None
