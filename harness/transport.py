@@ -65,6 +65,7 @@ def to_shell(command: Command, sudo: bool = False) -> str:
     return text
 
 
+EOF_GRACE_S = 2.0  # how long output may trail a command's exit status
 _PART = "@harness-part:"  # starts the lines that separate the parts of a run_parts command
 
 
@@ -241,6 +242,7 @@ class SSHTransport(Transport):
         out, err_buf = io.BytesIO(), io.BytesIO()
         deadline = started + timeout
         next_death_check = started + self.death_check_interval
+        exited: float | None = None  # when the exit status was first seen
         try:
             while True:
                 progressed = False
@@ -252,7 +254,13 @@ class SSHTransport(Transport):
                     progressed = True
                 if channel.exit_status_ready() and not channel.recv_ready() \
                         and not channel.recv_stderr_ready():
-                    break
+                    # sshd may send the exit status before the last of the output (seen on a
+                    # loaded host: a command's last lines missing); the output is whole at
+                    # EOF. A command that left a process holding its output open never
+                    # sends EOF: the wait for it is bounded.
+                    exited = exited or time.monotonic()
+                    if channel.eof_received or time.monotonic() > exited + EOF_GRACE_S:
+                        break
                 if time.monotonic() > deadline:
                     channel.close()
                     raise CommandTimeout(text, timeout, _text(out), _text(err_buf))
