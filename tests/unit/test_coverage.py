@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.boxbuild import box_rootfs
-from harness.boxes import load_catalogue
 from harness.coverage import (
     GCOV_ARGS,
     GCOV_ROOT,
@@ -26,7 +24,6 @@ from harness.coverage import (
 )
 from harness.hostbuild import RootfsBuilder
 
-ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = "/tmp/work/mod"  # the compile-time folder, like a module's guest folder
 PROGRAM_C = """#include <stdio.h>
 int main(int argc, char **argv)
@@ -61,17 +58,9 @@ def test_the_read_script_prints_what_parse_read_takes(tmp_path):
         "/tmp/harness/m/m.gcda": b"\x00\x01counters"}
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> RootfsBuilder:
-    rootfs = box_rootfs(load_catalogue(None, project_dir=ROOT).get(None))
-    if rootfs is None or not (rootfs / "usr" / "bin" / "gcov").exists():
-        pytest.skip("the default box's root filesystem is not built here "
-                    "(`harness box build`; scripts/test.sh does it before the tests)")
-    found = RootfsBuilder(rootfs, tmp_path_factory.mktemp("gcov"))
-    reason = found.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    return found
+@pytest.fixture
+def sandbox(box_sandbox: RootfsBuilder) -> RootfsBuilder:
+    return box_sandbox
 
 
 def counted_program(sandbox: RootfsBuilder, tmp_path: Path, *runs: list[str]) -> list[Counters]:

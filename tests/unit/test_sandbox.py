@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.boxbuild import box_rootfs
-from harness.boxes import load_catalogue
 from harness.build import make_command
 from harness.hostbuild import REJECTED, TIMED_OUT, RootfsBuilder, SandboxLimits
 
@@ -28,17 +26,9 @@ MODULE_LICENSE("GPL");
 """
 
 
-@pytest.fixture(scope="module")
-def builder(tmp_path_factory: pytest.TempPathFactory) -> RootfsBuilder:
-    rootfs = box_rootfs(load_catalogue(None, project_dir=ROOT).get(None))
-    if rootfs is None or not any(rootfs.glob(RELEASE_GLOB)):
-        pytest.skip("the default box's root filesystem is not built here "
-                    "(`harness box build`; scripts/test.sh does it before the tests)")
-    found = RootfsBuilder(rootfs, tmp_path_factory.mktemp("host-build"))
-    reason = found.unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    return found
+@pytest.fixture
+def builder(box_sandbox: RootfsBuilder) -> RootfsBuilder:
+    return box_sandbox
 
 
 def release(builder: RootfsBuilder) -> str:
