@@ -1,4 +1,4 @@
-"""Run by tests/vm/test_coverage.py twice, with and without --vm-coverage, beside modules/llist's
+"""Run by tests/vm/test_module_coverage.py twice, with and without --vm-coverage, beside modules/llist's
 own tests: the verdicts must be the same. Two tests here fail on purpose, in profiled modules:
 one on its own assertion, one on a kernel oops."""
 
