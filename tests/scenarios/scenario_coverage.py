@@ -1,6 +1,6 @@
-"""Run by tests/vm/test_module_coverage.py twice, with and without --vm-coverage, beside modules/llist's
-own tests: the verdicts must be the same. Two tests here fail on purpose, in profiled modules:
-one on its own assertion, one on a kernel oops."""
+"""Run by tests/vm/test_module_coverage.py twice, with and without --vm-coverage, beside
+modules/llist's own tests: the verdicts must be the same. Two tests here fail on purpose, in
+profiled modules: one on its own assertion, one on a kernel oops."""
 
 import pytest
 
