@@ -118,10 +118,10 @@ def line_counts(counters: Counters, gcov: GcovRunner) -> dict[Path, dict[int, in
             target = folder / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(notes, target)
-            data = counters.gcda.get(str(PurePosixPath(rel).with_suffix(".gcda")))
-            if data is not None:
-                target.with_suffix(".gcda").write_bytes(data)
-            names.append(str(PurePosixPath(rel).with_suffix(".gcda")))
+            name = str(PurePosixPath(rel).with_suffix(".gcda"))
+            if name in counters.gcda:
+                target.with_suffix(".gcda").write_bytes(counters.gcda[name])
+            names.append(name)
         if not names:
             return {}
         output = gcov(folder, names)
@@ -191,16 +191,13 @@ class CoverageReport:
                 if count:
                     by.setdefault(number, set()).add(test)
 
-    def files(self, under: Path | None = None) -> list[FileSummary]:
-        """A summary per source file (only those below ``under`` when given)."""
-        summaries = []
-        for source in sorted(self.hits):
-            if under is not None and not source.resolve().is_relative_to(under.resolve()):
-                continue
-            lines = self.hits[source]
-            summaries.append(FileSummary(source, sum(1 for c in lines.values() if c),
-                                         len(lines)))
-        return summaries
+    def files(self) -> list[FileSummary]:
+        """A summary per source file."""
+        return [self.file(source) for source in sorted(self.hits)]
+
+    def file(self, source: Path) -> FileSummary:
+        lines = self.hits[source]
+        return FileSummary(source, sum(1 for c in lines.values() if c), len(lines))
 
     def only_reached_by(self, test: str) -> dict[Path, list[int]]:
         """The lines this test reached and no other test did."""
@@ -232,10 +229,11 @@ class CoverageReport:
                  for index, source in enumerate(sorted(self.hits))}
         for source, page in pages.items():
             (folder / page).write_text(self.source_page(source, root))
-        written["html"].write_text(self.index_page(pages, root))
+        alone = {test: self.only_reached_by(test) for test in self.tests}
+        written["html"].write_text(self.index_page(pages, alone, root))
         written["per_test"].write_text(json.dumps({
-            test: {str(_relative(s, root)): lines for s, lines in
-                   self.only_reached_by(test).items()} for test in self.tests}, indent=1))
+            test: {str(_relative(s, root)): lines for s, lines in reached.items()}
+            for test, reached in alone.items()}, indent=1))
         return written
 
     def cobertura(self, root: Path) -> str:
@@ -273,24 +271,25 @@ class CoverageReport:
                 "\"http://cobertura.sourceforge.net/xml/coverage-04.dtd\">\n"
                 + ET.tostring(top, encoding="unicode") + "\n")
 
-    def index_page(self, pages: dict[Path, str], root: Path) -> str:
+    def index_page(self, pages: dict[Path, str], alone: dict[str, dict[Path, list[int]]],
+                   root: Path) -> str:
+        """The file table, and ``alone``: per test, the lines only it reached."""
         rows = "".join(
             f"<tr><td><a href=\"{html.escape(pages[s.source])}\">"
             f"{html.escape(str(_relative(s.source, root)))}</a></td><td>{s.covered}/{s.total}"
             f"</td><td>{s.percent:.0f} %</td><td><span class=bar><span style=\"width:"
             f"{s.percent:.0f}%\"></span></span></td></tr>" for s in self.files())
-        alone = []
-        for test in self.tests:
-            reached = self.only_reached_by(test)
+        tests = []
+        for test, reached in alone.items():
             text = "; ".join(f"{_relative(s, root)}: {line_ranges(lines)}"
                              for s, lines in reached.items()) or "none (other tests reach "\
                 "all of its lines)"
-            alone.append(f"<tr><td>{html.escape(test)}</td><td>{html.escape(text)}</td></tr>")
+            tests.append(f"<tr><td>{html.escape(test)}</td><td>{html.escape(text)}</td></tr>")
         problems = "".join(f"<li>{html.escape(p)}</li>" for p in self.problems)
         return _PAGE.format(title="Module coverage", body=(
             "<h1>Module coverage</h1><table><tr><th>file</th><th>lines</th><th>%</th><th></th>"
             f"</tr>{rows}</table><h2>Lines only one test reached</h2><table><tr><th>test</th>"
-            f"<th>lines</th></tr>{''.join(alone)}</table>"
+            f"<th>lines</th></tr>{''.join(tests)}</table>"
             + (f"<h2>Not counted</h2><ul>{problems}</ul>" if problems else "")))
 
     def source_page(self, source: Path, root: Path) -> str:
@@ -299,7 +298,7 @@ class CoverageReport:
         except OSError:
             text = []
         hits, by = self.hits[source], self.reached_by.get(source, {})
-        summary = next(s for s in self.files() if s.source == source)
+        summary = self.file(source)
         rows = []
         for number, code in enumerate(text, start=1):
             count = hits.get(number)
@@ -350,7 +349,6 @@ def line_ranges(lines: list[int]) -> str:
         else:
             spans.append([number, number])
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
-
 
 
 @dataclass

@@ -247,7 +247,7 @@ def read_build_archive(data: bytes, limits: SandboxLimits
     outputs are taken when they are regular files within the cap; every other one is named as
     a problem."""
     log = ""
-    ko_files: dict[str, bytes] = {}
+    outputs: dict[str, bytes] = {}
     problems: list[str] = []
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:", ignore_zeros=True) as archive:
@@ -268,10 +268,10 @@ def read_build_archive(data: bytes, limits: SandboxLimits
                     problems.append(f"build output {name!r} is outside the module folder")
                 else:
                     handle = archive.extractfile(member)
-                    ko_files[name] = handle.read() if handle else b""
+                    outputs[name] = handle.read() if handle else b""
     except tarfile.TarError as err:
         problems.append(f"the build's output could not be read: {err}")
-    return log, ko_files, problems
+    return log, outputs, problems
 
 
 def split_outputs(outputs: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, bytes]]:

@@ -179,8 +179,9 @@ class TestRun:
         leak_read = self.leak_check.read_script() if self.leak_check is not None else ""
         if leak_read:
             parts["leaks"] = leak_read
-        if self.session.coverage is not None and self._profiled():
-            parts["gcov"] = coverage.read_script(m.remote_dir for m in self._profiled())
+        profiled = self._profiled() if self.session.coverage is not None else []
+        if profiled:
+            parts["gcov"] = coverage.read_script(m.remote_dir for m in profiled)
         try:
             return self.guest.transport.run_parts(parts, sudo=True, timeout=120)
         except GuestUnreachable as err:
@@ -195,21 +196,22 @@ class TestRun:
 
     def _collect_coverage(self, read: CommandResult | None, alive: bool) -> None:
         collector = self.session.coverage
-        if collector is None or not self._profiled():
+        profiled = self._profiled() if collector is not None else []
+        if collector is None or not profiled:
             return
         if read is None or not alive:
             collector.not_counted(f"{self.name}: not counted: the guest died or hung, and its "
                                   "counters with it")
             return
         files = coverage.parse_read(read.stdout)
-        for module in self._profiled():
+        gcov = self.session.gcov()
+        for module in profiled:
             prefix = module.remote_dir.rstrip("/") + "/"
             gcda = {path[len(prefix):]: data for path, data in files.items()
                     if path.startswith(prefix)}
             assert module.build_result is not None
             collector.add(coverage.Counters(self.name, module.source_dir, module.remote_dir,
-                                            gcda, module.build_result.local_gcno),
-                          self.session.gcov())
+                                            gcda, module.build_result.local_gcno), gcov)
 
     def _leaks(self, verdict: Verdict, read: CommandResult | None) -> list[Report]:
         """What the test's modules leaked (after a crash the question has no answer)."""
