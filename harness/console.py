@@ -9,6 +9,7 @@ serial console. QEMU writes that file on the libvirt host: this machine
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,22 @@ class RemoteSerialConsole:
                 return _read_from(log, offset)
         except FileNotFoundError:
             return ""
+
+
+def settle(console: SerialConsole, quiet_s: float = 1.0, limit_s: float = 5.0,
+           poll_s: float = 0.25) -> float:
+    """Wait until the console has printed nothing for ``quiet_s`` (a dying kernel's last
+    report is written out), at most ``limit_s``; the seconds waited."""
+    started = time.monotonic()
+    size, changed = console.size(), started
+    while True:
+        now = time.monotonic()
+        if now - changed >= quiet_s or now - started >= limit_s:
+            return now - started
+        time.sleep(poll_s)
+        current = console.size()
+        if current != size:
+            size, changed = current, time.monotonic()
 
 
 def _read_from(log: IO[bytes], offset: int) -> str:

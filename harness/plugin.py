@@ -166,7 +166,6 @@ def _open_session(config: pytest.Config, options, project: Path,
                   state_subdir: str = "") -> HarnessSession:
     """A ready VM and its session; the VM's state lives in ``project`` (or a subfolder of its
     .harness/ for a second box), the catalogue is the project's."""
-    from harness import doctor
     from harness.session import make_guest, make_vm, ready_vm
 
     errors = config.stash.setdefault(SESSION_ERRORS_KEY, {})
@@ -179,11 +178,16 @@ def _open_session(config: pytest.Config, options, project: Path,
         vm_dir = project / ".harness" / "workers" / worker if worker else project
         vm_dir = vm_dir / ".harness" / state_subdir if state_subdir else vm_dir
         vm = make_vm(options, vm_dir, log=sys.stderr, catalogue_dir=project)
-        checks = [] if options.libvirt_host else \
-            doctor.run_checks(vm.settings.box, fix=False, with_accel=False)
-        if any(c.failed for c in checks):
-            raise HostError("the host is not ready:\n" + doctor.report(checks))
-        ready_vm(vm, reuse=True)
+        # The host's checks cost seconds of vagrant and virsh calls (more with several xdist
+        # workers at once): run before a boot, which takes minutes and which they may spare,
+        # but for a saved VM only when it could not be resumed, to say why.
+        if not vm.has_snapshot():
+            _check_host(vm, options)
+        try:
+            ready_vm(vm, reuse=True)
+        except (HarnessError, OSError) as err:
+            _check_host(vm, options, cause=err)
+            raise
     except (HarnessError, OSError) as err:
         if vm is not None and _end_action(config) == "destroy":
             with contextlib.suppress(Exception):  # nothing left behind, as asked
@@ -201,6 +205,19 @@ def _open_session(config: pytest.Config, options, project: Path,
         if why_not:
             print(f"harness: --vm-coverage: {why_not}", file=sys.stderr, flush=True)
     return session
+
+
+def _check_host(vm, options, cause: Exception | None = None) -> None:
+    """HostError with doctor's report when a check fails (a remote libvirt host is not ours to
+    check)."""
+    from harness import doctor
+
+    if options.libvirt_host:
+        return
+    checks = doctor.run_checks(vm.settings.box, fix=False, with_accel=False)
+    if any(c.failed for c in checks):
+        after = f"\n(what failed: {cause})" if cause else ""
+        raise HostError("the host is not ready:\n" + doctor.report(checks) + after)
 
 
 def _close_session(config: pytest.Config, session: HarnessSession) -> None:

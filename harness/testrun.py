@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import coverage, taint
+from harness import console, coverage, taint
 from harness.build import Diagnostic
 from harness.errors import CommandFailed, GuestUnreachable, HarnessError, TimeLimitExceeded
 from harness.guest import Guest
@@ -271,8 +270,9 @@ class TestRun:
             self.capture.freeze()
             return verdict.kernel_lines
         self.capture.freeze()
-        # The guest is hung or dead: its serial console is the only witness left.
-        time.sleep(PANIC_SETTLE_S)
+        # The guest is hung or dead: its serial console is the only witness left, once the
+        # kernel has finished printing its last words.
+        console.settle(self.session.vm.console, limit_s=PANIC_SETTLE_S)
         serial = self.session.vm.console.read(self.serial_offset)
         verdict.kernel_lines = serial.splitlines()
         return verdict.kernel_lines

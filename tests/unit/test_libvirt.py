@@ -69,3 +69,32 @@ def test_the_archive_holds_what_the_console_printed_since_the_last_restore(tmp_p
     assert kept is not None and kept.read_text() == "Kernel panic - not syncing: second\n"
     assert archive(LocalSerialConsole(log), tmp_path / "none.log", since=log.stat().st_size) \
         is None
+
+
+class _GrowingConsole:
+    """A console that prints ``bursts`` more times, one each time its size is asked."""
+
+    location = "fake"
+
+    def __init__(self, bursts: int) -> None:
+        self.bytes, self.bursts = 0, bursts
+
+    def size(self) -> int:
+        if self.bursts:
+            self.bursts -= 1
+            self.bytes += 100
+        return self.bytes
+
+    def read(self, offset: int = 0) -> str:
+        return "x" * (self.bytes - offset)
+
+
+def test_settle_waits_for_a_quiet_console_and_no_longer():
+    from harness.console import settle
+
+    # Quiet at once: one quiet period, not the limit.
+    assert 0.1 <= settle(_GrowingConsole(0), quiet_s=0.1, limit_s=5, poll_s=0.02) < 1
+    # Printing through four polls: the wait lasts past them.
+    assert settle(_GrowingConsole(5), quiet_s=0.1, limit_s=5, poll_s=0.05) >= 0.3
+    # Printing on and on: the limit ends the wait.
+    assert settle(_GrowingConsole(10**6), quiet_s=0.1, limit_s=0.3, poll_s=0.02) < 1
