@@ -17,6 +17,7 @@ import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,6 +185,36 @@ class SSHTransport(Transport):
             if transport is not None and transport.is_active():
                 return existing
             self.close()
+        self._clients[user] = self._connect(user)
+        return self._clients[user]
+
+    def dial(self) -> None:
+        """Open the login user's connection and root's (when the guest allows root logins) at
+        the same time: each costs about a second under emulation, most of it the guest's, which
+        has a CPU for each. After a revert, a test needs both (files go over the user's SFTP,
+        commands run as root)."""
+        users = [self.target.user] + ([ROOT] if self.root_login is not False else [])
+        users = [u for u in users if u not in self._clients]
+        if not users:
+            return
+        with ThreadPoolExecutor(len(users)) as pool:
+            dialled = list(pool.map(self._dial_attempt, users))
+        for user, outcome in zip(users, dialled, strict=True):
+            if isinstance(outcome, paramiko.SSHClient):
+                self._clients[user] = outcome
+            elif isinstance(outcome, _LoginRefused):
+                self.root_login = False  # a box without it: sudo from now on
+        failed = [e for e in dialled if isinstance(e, GuestUnreachable)]
+        if failed:
+            raise failed[0]
+
+    def _dial_attempt(self, user: str) -> paramiko.SSHClient | Exception:
+        try:
+            return self._connect(user)
+        except (GuestUnreachable, _LoginRefused) as err:
+            return err
+
+    def _connect(self, user: str) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
@@ -196,17 +227,18 @@ class SSHTransport(Transport):
                 allow_agent=False, look_for_keys=False,
             )
         except paramiko.AuthenticationException as err:
+            client.close()
             if user != self.target.user:
                 raise _LoginRefused(user) from err
             raise GuestUnreachable(
                 f"the guest at {self.target.host}:{self.target.port} refused {user}'s key: {err}"
             ) from err
         except (OSError, paramiko.SSHException) as err:
+            client.close()
             raise GuestUnreachable(
                 f"cannot reach the guest at {self.target.host}:{self.target.port}: {err}"
             ) from err
         client.get_transport().set_keepalive(5)  # type: ignore[union-attr]
-        self._clients[user] = client
         return client
 
     def sftp(self) -> paramiko.SFTPClient:

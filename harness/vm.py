@@ -297,8 +297,9 @@ class VM:
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:
-                # As root: the connection the next commands (the test's, the harness's) use is
-                # opened while waiting (a connection costs 1-1.5 s under emulation).
+                # The connections the next commands (the test's, the harness's) use are opened
+                # while waiting, both at once (each costs 1-1.5 s under emulation).
+                self.transport().dial()
                 self.transport().run("true", timeout=20, sudo=True).check()
                 return
             except (GuestUnreachable, CommandFailed) as err:

@@ -73,3 +73,38 @@ def test_a_command_that_never_closes_its_output_returns_after_a_grace(monkeypatc
     started = time.monotonic()
     assert transport.run("daemon &").exit_status == 0
     assert EOF_GRACE_S <= time.monotonic() - started < EOF_GRACE_S + 1
+
+
+def _slow_connect(refuse_root: bool, seconds: float = 0.3):
+    from harness.transport import ROOT, _LoginRefused
+
+    def connect(self, user: str):
+        time.sleep(seconds)  # the guest's side of a login
+        if refuse_root and user == ROOT:
+            raise _LoginRefused(user)
+        return SimpleNamespace(user=user, close=lambda: None)
+    return connect
+
+
+def test_dial_opens_the_users_and_roots_logins_at_once(monkeypatch):
+    from harness import transport
+
+    monkeypatch.setattr(transport.paramiko, "SSHClient", SimpleNamespace)
+    monkeypatch.setattr(SSHTransport, "_connect", _slow_connect(refuse_root=False))
+    ssh = SSHTransport(SSHTarget("127.0.0.1", 22, "vagrant", "/dev/null"))
+    started = time.monotonic()
+    ssh.dial()
+    assert time.monotonic() - started < 0.55  # two 0.3 s logins side by side
+    assert sorted(ssh._clients) == ["root", "vagrant"]
+    ssh.dial()  # both open: nothing to do
+
+
+def test_dial_falls_back_to_sudo_when_root_is_refused(monkeypatch):
+    from harness import transport
+
+    monkeypatch.setattr(transport.paramiko, "SSHClient", SimpleNamespace)
+    monkeypatch.setattr(SSHTransport, "_connect", _slow_connect(refuse_root=True, seconds=0))
+    ssh = SSHTransport(SSHTarget("127.0.0.1", 22, "vagrant", "/dev/null"))
+    ssh.root_login = None
+    ssh.dial()
+    assert list(ssh._clients) == ["vagrant"] and ssh.root_login is False
