@@ -152,8 +152,10 @@ def ready_vm(vm: VM, reuse: bool = True) -> VM:
 
 def save_clean_snapshot(vm: VM) -> None:
     """The clean snapshot, with what every test would otherwise set up again first (see
-    ``vm.SNAPSHOT_CONTENTS``): the kmem ledger's tracing instance, its events enabled."""
+    ``vm.SNAPSHOT_CONTENTS``): the kmem ledger's tracing instance, its events enabled, and
+    quicker SSH logins."""
     kmem.prepare_guest(vm.transport())
+    vm.quicken_logins()
     vm.save_snapshot()
 
 

@@ -187,6 +187,9 @@ class FakeVM:
         self.calls.append("network policy")
         return False
 
+    def quicken_logins(self) -> None:
+        self.calls.append("quick logins")
+
     def save_snapshot(self) -> None:
         self.calls.append("snapshot")
         self.snapshot = True
@@ -199,8 +202,9 @@ class FakeVM:
         return SimpleNamespace(run=run)
 
 
-# After a boot: SSH answers, the network policy, the kmem events enabled once, the snapshot.
-BOOTED = ["ssh", "network policy", "guest: kmem events", "snapshot"]
+# After a boot: SSH answers, the network policy, the kmem events enabled once, quick logins,
+# the snapshot.
+BOOTED = ["ssh", "network policy", "guest: kmem events", "quick logins", "snapshot"]
 
 
 def actions(vm: FakeVM) -> list[str]:
