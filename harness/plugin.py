@@ -25,9 +25,9 @@ from harness.kmem import KmemLedger
 from harness.kmod import Module, ModuleGroup
 from harness.kmsg import Capture
 from harness.leaks import LEAK_CHECK_MODES
-from harness.session import HarnessSession
+from harness.session import HarnessSession, VMOptions
 from harness.testrun import TestRun
-from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
+from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, VM
 
 RUN_KEY = pytest.StashKey[TestRun]()
 COVERAGE_KEY = pytest.StashKey[CoverageCollector]()
@@ -207,7 +207,7 @@ def _open_session(config: pytest.Config, options, project: Path,
     return session
 
 
-def _check_host(vm, options, cause: Exception | None = None) -> None:
+def _check_host(vm: VM, options: VMOptions, cause: Exception | None = None) -> None:
     """HostError with doctor's report when a check fails (a remote libvirt host is not ours to
     check)."""
     from harness import doctor

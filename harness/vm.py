@@ -48,8 +48,6 @@ PACKAGED_VAGRANTFILE = Path(__file__).parent / "data" / "Vagrantfile"
 ISOLATION_FILTER_FILE = Path(__file__).parent / "data" / "guest-isolation.nwfilter.xml"
 ISOLATION_FILTER = "harness-guest-isolation"
 CLEAN_SNAPSHOT = "harness-clean"
-# What the clean snapshot holds besides the booted guest (session.save_clean_snapshot makes
-# it); a saved VM whose snapshot holds something else is replaced, not resumed.
 # Quicker SSH logins on the harness's own boxes (a known sshd): a test needs new logins after
 # each revert, and under emulation PAM's session modules (logind, motd) and sshd's re-exec of
 # itself for each connection make one take 1-2 s instead of about 0.5. The drop-in sorts before
@@ -62,6 +60,8 @@ QUICK_LOGIN_SCRIPT = (
     "sed -i 's/^SSHD_OPTS=.*/SSHD_OPTS=-r/' /etc/default/ssh; fi && "
     "sshd -t && systemctl restart ssh"  # the unit's KillMode=process: sessions stay
 )
+# What the clean snapshot holds besides the booted guest (session.save_clean_snapshot makes
+# it); a saved VM whose snapshot holds something else is replaced, not resumed.
 SNAPSHOT_CONTENTS = (f"kmem ledger {SET_UP_DIGEST} events enabled, recording off; "
                      f"quick logins {hashlib.sha256(QUICK_LOGIN_SCRIPT.encode()).hexdigest()[:8]}")
 DEFAULT_MEMORY_MIB = 2048
@@ -311,7 +311,7 @@ class VM:
         while time.monotonic() < deadline:
             try:
                 # The connections the next commands (the test's, the harness's) use are opened
-                # while waiting, both at once (each costs 1-1.5 s under emulation).
+                # while waiting, both at once (each costs 0.5-2 s under emulation).
                 self.transport().dial()
                 self.transport().run("true", timeout=20, sudo=True).check()
                 return
