@@ -19,6 +19,7 @@ import glob
 import json
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -374,9 +375,17 @@ def remove_pool_volumes(vagrant_box: str, pool: str = "default") -> list[str]:
     """
     prefix = vagrant_box.replace("/", "-VAGRANTSLASH-") + "_vagrant_box_image_"
     try:
-        listing = run(["virsh", "-c", "qemu:///system", "vol-list", pool], check=False).stdout
+        listed = run(["virsh", "-c", "qemu:///system", "vol-list", pool], check=False)
     except HostCommandError:
         return []
+    if listed.returncode != 0:
+        # The new box still boots (its volume gets a new name); the old copy only takes disk.
+        print(f"harness box build: libvirt's pool {pool!r} could not be listed, so an older "
+              f"copy of {vagrant_box} may stay on disk ({listed.stdout.strip()}); start "
+              "libvirtd (harness doctor --fix) and rebuild with --force to remove it",
+              file=sys.stderr)
+        return []
+    listing = listed.stdout
     removed = []
     for line in listing.splitlines()[2:]:
         words = line.split()

@@ -61,3 +61,34 @@ def test_a_new_build_removes_the_older_recipes_of_the_same_box_only(tmp_path, mo
     build._remove_older_builds()
     assert (build.dir / "rootfs").is_dir() and other_box.is_dir()
     assert not older.parent.exists()
+
+
+def test_old_box_copies_in_libvirts_pool_are_removed_and_a_pool_that_cannot_be_listed_is_said(
+        monkeypatch, capsys):
+    import subprocess
+
+    from harness import boxbuild
+
+    calls: list[list[str]] = []
+    listing = (" Name   Path\n----------\n"
+               " harness-VAGRANTSLASH-debian-12_vagrant_box_image_0_17_box.img  /x\n"
+               " harness-VAGRANTSLASH-debian-12-debug_vagrant_box_image_0_18_box.img  /y\n"
+               " harness-1234-default.img  /z\n")
+
+    def fake_run(argv, check=True, **kwargs):
+        calls.append(list(argv))
+        return subprocess.CompletedProcess(argv, 0, listing, "")
+
+    monkeypatch.setattr(boxbuild, "run", fake_run)
+    assert boxbuild.remove_pool_volumes("harness/debian-12") == [
+        "harness-VAGRANTSLASH-debian-12_vagrant_box_image_0_17_box.img"]
+    assert calls[-1][-1] == "harness-VAGRANTSLASH-debian-12_vagrant_box_image_0_17_box.img"
+
+    def down(argv, check=True, **kwargs):
+        return subprocess.CompletedProcess(argv, 1, "error: failed to connect to the hypervisor",
+                                           "")
+
+    monkeypatch.setattr(boxbuild, "run", down)
+    assert boxbuild.remove_pool_volumes("harness/debian-12") == []
+    said = capsys.readouterr().err
+    assert "could not be listed" in said and "harness doctor --fix" in said
