@@ -96,6 +96,53 @@ def test_the_plugin_judges_each_test_by_its_kernel(pytester: pytest.Pytester, mo
     assert "crashy: mode=null_exit" in (pytester.path / "junit.xml").read_text()
 
 
+LEDGER_TESTS = """
+import pytest
+from harness.errors import GuestUnreachable
+
+pytestmark = pytest.mark.vm
+
+
+def test_healthy(kmem, guest):
+    guest.transport.log("[    1.0] llist: created 4 items")
+
+
+def test_guest_dies(kmem, guest):
+    guest.transport.dead = True
+    guest.transport.run("insmod hang.ko")
+
+
+def test_what_was_sent(harness_session):
+    sent = harness_session.guest.transport.commands
+    died = sent.index("insmod hang.ko")
+    stops = [n for n, text in enumerate(sent) if text.endswith("/tracing_on") and "echo 0" in text
+             and "trace &&" not in text]
+    assert stops and all(n < died for n in stops), sent
+    assert harness_session.vm.steps == ["revert"]
+"""
+
+
+def test_the_kmem_ledger_is_not_stopped_in_a_guest_about_to_be_restored(
+        pytester: pytest.Pytester, monkeypatch):
+    """A hung or dead guest is not asked anything more (each question costs the SSH connect
+    timeout); the healthy test's ledger is stopped as before."""
+    from harness import testrun
+
+    monkeypatch.setattr(testrun, "PANIC_SETTLE_S", 0)
+    pytester.syspathinsert(Path(__file__).parent)  # fakeguest
+    pytester.makeconftest(SCRIPTED_CONFTEST + """
+
+@pytest.fixture(autouse=True)
+def _revived(harness_session):
+    yield
+    harness_session.guest.transport.dead = False  # the revert brought it back
+""")
+    pytester.makepyfile(test_ledger=LEDGER_TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_ledger.py::test_guest_dies*"])
+
+
 BOX_CONFTEST = """
 import pytest
 from fakeguest import scripted_session
