@@ -44,16 +44,26 @@ def test_a_paused_domain_is_resumed_after_loading(tmp_path):
     assert domain.calls[-1] == ("resume", "uuid-1")
 
 
+def test_a_stopped_domain_is_started_paused_loads_the_snapshot_and_is_resumed(tmp_path):
+    domain = ScriptedDomain(tmp_path, ["shut off", "paused"])
+    assert domain.revert("harness-clean") == "start+loadvm"
+    assert [call[0] for call in domain.calls] == [
+        "domstate", "start", "qemu-monitor-command", "domstate", "resume"]
+    assert domain.calls[1] == ("start", "--paused", "uuid-1")
+
+
 @pytest.mark.parametrize(("states", "says", "fails"), [
-    (["shut off"], "", False),  # no QEMU process to load into: libvirt starts one
     (["running"], "Error: Snapshot 'harness-clean' does not exist\n", False),
     (["running"], "", True),  # a libvirt that refuses the passthrough
+    (["shut off"], "Error: Device 'x' not found\n", False),  # the new process refuses it
 ])
 def test_otherwise_libvirts_revert_does_it(tmp_path, states, says, fails):
     domain = ScriptedDomain(tmp_path, states, monitor_says=says, monitor_fails=fails)
     assert domain.revert("harness-clean") == "snapshot-revert"
     assert domain.calls[-1] == ("snapshot-revert", "uuid-1", "harness-clean", "--running",
                                 "--force")
+    if states == ["shut off"]:  # the paused process that refused is stopped first
+        assert ("destroy", "uuid-1") in domain.calls
 
 
 def test_the_archive_holds_what_the_console_printed_since_the_last_restore(tmp_path):
