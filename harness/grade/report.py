@@ -135,20 +135,21 @@ def _histogram_svg(view: ClassView) -> str:
     e = html.escape
     peak = max((count for _, count in view.histogram), default=0) or 1
     bar_w, height = 44, 120
+    top = 16  # room for the count above the tallest bar
     bars = []
     for index, (label, count) in enumerate(view.histogram):
         h = round(height * count / peak)
         x = 30 + index * (bar_w + 6)
         bars.append(
-            f'<rect x="{x}" y="{10 + height - h}" width="{bar_w}" height="{h}" fill="#3b6ea5">'
+            f'<rect x="{x}" y="{top + height - h}" width="{bar_w}" height="{h}" fill="#3b6ea5">'
             f"<title>{count} student(s) scored {e(label)}</title></rect>"
-            f'<text x="{x + bar_w / 2}" y="{6 + height - h}" text-anchor="middle" '
+            f'<text x="{x + bar_w / 2}" y="{top - 4 + height - h}" text-anchor="middle" '
             f'font-size="11">{count}</text>'
-            f'<text x="{x + bar_w / 2}" y="{height + 26}" text-anchor="middle" '
+            f'<text x="{x + bar_w / 2}" y="{top + height + 16}" text-anchor="middle" '
             f'font-size="10">{e(label)}</text>')
     total_w = 30 + len(view.histogram) * (bar_w + 6)
     return (f'<svg role="img" aria-label="score distribution" width="{total_w}" '
-            f'height="{height + 34}" class=histogram>{"".join(bars)}</svg>')
+            f'height="{top + height + 24}" class=histogram>{"".join(bars)}</svg>')
 
 
 def _class_summary(view: ClassView) -> str:

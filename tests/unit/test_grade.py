@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 import tarfile
 import zipfile
 from pathlib import Path
@@ -230,6 +231,9 @@ def test_the_class_view_groups_what_a_teacher_looks_for_first():
     page = html_report(results, load_spec(EXAMPLE / "assignment.yaml"))
     summary = page[:page.index("<h2>Students</h2>")]
     assert "<svg" in summary and "2 students</b>: BUG: unable to handle" in summary
+    # The tallest bar's count sits inside the chart (it was cut off at its top edge).
+    counts = re.findall(r'<text [^>]*y="([\d.]+)"[^>]*font-size="11">6<', summary)
+    assert counts and all(float(y) >= 11 for y in counts), counts
 
 
 def test_students_finished_before_an_interruption_are_not_graded_again(tmp_path, monkeypatch):
