@@ -148,8 +148,6 @@ def pytest_configure(config: pytest.Config) -> None:
 def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
     """The VM for the whole run: booted once (or resumed from its saved clean snapshot); at the
     end powered off with that snapshot kept, unless --vm-end says otherwise."""
-    from harness.session import VMOptions
-
     config = request.config
     session = _open_session(config, VMOptions.from_config(config), _vm_project(config))
     config.stash[SESSION_KEY] = session
@@ -233,7 +231,6 @@ def _session_for(request: pytest.FixtureRequest) -> HarnessSession:
     if marker is None or not marker.args:
         return main
     from harness.boxes import load_catalogue
-    from harness.session import VMOptions
 
     config = request.config
     project = _vm_project(config)
@@ -326,8 +323,7 @@ def _harness_test_run(request: pytest.FixtureRequest) -> Iterator[None]:
     run = session.new_test(item.nodeid, expected)
     item.stash[RUN_KEY] = run
     yield
-    verdict = run.verdict
-    if verdict is not None and verdict.kernel_broken:
+    if run.clean_kernel_due:
         note = session.restore_clean(archive_as=item.nodeid)
         run.notes.append(note)
     if run.notes:
@@ -394,8 +390,8 @@ def kmem(request: pytest.FixtureRequest) -> Iterator[KmemLedger]:
     guest.ledger = ledger
     yield ledger
     guest.ledger = None
-    if run.verdict is not None and run.verdict.kernel_broken:
-        # A clean kernel is restored next, its recording off already; and asking a hung or
+    if run.clean_kernel_due:
+        # The clean kernel restored next has its recording off already; and asking a hung or
         # dead guest costs the SSH connect timeout (20 s a test, for every hung student).
         return
     with contextlib.suppress(HarnessError):

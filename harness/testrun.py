@@ -123,6 +123,12 @@ class TestRun:
         self.taint_before = taint.parse_taint(state["taint"])
         self.leak_check = self.guest.leak_check = self.session.leak_check()
 
+    @property
+    def clean_kernel_due(self) -> bool:
+        """The test is judged and broke the kernel: a clean one must be restored before
+        anything else runs in the guest (which may be hung or dead meanwhile)."""
+        return self.verdict is not None and self.verdict.kernel_broken
+
     def module(self, source_dir: str | Path, **options: object) -> Module:
         module = Module(self.guest, Path(source_dir), on_sibling=self.modules.append,
                         **options)  # type: ignore[arg-type]
