@@ -18,8 +18,8 @@ from harness.oops.patterns import (
     FOLLOW_UPS,
     FRAME,
     GROUPS,
+    HEADER_ANCHORS,
     HEADER_LEAD,
-    HEADER_WORDS,
     IRQ_END,
     IRQ_START,
     MESSAGES_WITH_STACK,
@@ -156,7 +156,7 @@ def split_blocks(log: Log) -> list[_Block]:
     """Report blocks, found by searching the whole log for header words (a plain search a
     word: faster than one regex alternation of them all)."""
     headers: list[tuple[int, Group]] = []
-    candidates = sorted({log.line_at(hit) for word in HEADER_WORDS
+    candidates = sorted({log.line_at(hit) for word in HEADER_ANCHORS
                          for hit in find_all(log.text, word)})
     for index in candidates:
         group = header_group(unglue(log, index) if log.numbers is None else log.texts[index])

@@ -1,9 +1,10 @@
 """Kernel log text of any origin turned into plain message lines.
 
 Accepts dmesg output and serial console captures (``[   12.345678] `` prefixes, ``[  T123]`` /
-``[ C1]`` caller ids, ``<N>`` levels, lines without a prefix, CR/LF from a serial port) and raw
-``/dev/kmsg`` records (``prio,seq,usec,flags;text``). Each line keeps its number in the input so
-reports can point back at it.
+``[ C1]`` caller ids, ``<N>`` levels, lines without a prefix, CR/LF from a serial port), raw
+``/dev/kmsg`` records (``prio,seq,usec,flags;text``), and the kernel's lines as the system logs
+keep them (:data:`LOG_FORMATS`: ``journalctl -k``, ``/var/log/kern.log``, ``dmesg -T``,
+``dmesg -x``). Each line keeps its number in the input so reports can point back at it.
 """
 
 from __future__ import annotations
@@ -15,11 +16,34 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+# What a system log puts before the kernel's own line (timestamp, level, caller id), one row a
+# format: its name, and a regex of that prefix. The kernel's lines of journalctl and syslog
+# files carry "HOST kernel: "; other programs' lines keep theirs, and so are no kernel message.
+_MONTH_DAY_TIME = r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?"
+_ISO_TIME = (r"(?:[A-Z][a-z]{2} )?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?"
+             r"(?:Z| ?[+-]\d\d:?\d\d| [A-Z]{2,5})?")
+LOG_FORMATS: tuple[tuple[str, str], ...] = (
+    # journalctl -k (short), /var/log/kern.log and /var/log/messages (rsyslog's default)
+    ("syslog", _MONTH_DAY_TIME + r" \S+ kernel: "),
+    # journalctl -o short-iso / short-full / short-precise, rsyslog's RFC 3339 timestamps
+    ("syslog-iso", _ISO_TIME + r" \S+ kernel: "),
+    # journalctl -o short-monotonic
+    ("journal-monotonic", r"\[\s*\d+\.\d+\] \S+ kernel: "),
+    # dmesg -T (human-readable time)
+    ("dmesg-T", r"\[[A-Z][a-z]{2} " + _MONTH_DAY_TIME + r" \d{4}\] "),
+    # dmesg -x (facility and level)
+    ("dmesg-x", r"[a-z0-9]{3,8} *:[a-z]{3,6} *: "),
+)
+# Any of them: cheap to test a log's first lines with, and the optional outer part of a line.
+_SYSTEM_PREFIX = "(?:" + "|".join(pattern for _, pattern in LOG_FORMATS) + ")"
+_SNIFF_LINES = 5  # a pasted log may start with a prompt or a "-- Journal begins" line
+
 # /dev/kmsg escapes non-printable bytes (and backslash) as \xNN.
 _KMSG_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _KMSG_RECORD = re.compile(r"^(\d+),(\d+),(\d+),[^;]*;(.*)$")
 _PREFIX = re.compile(
-    r"^(?:<\d+>)?"  # syslog level
+    r"^" + _SYSTEM_PREFIX + "?"
+    r"(?:<\d+>)?"  # syslog level
     r"(?:\[\s*\d+\.\d+\]\s?)?"  # timestamp
     r"(?:\[\s*(?P<context>[TC]\d+)\]\s?)?"  # caller id (CONFIG_PRINTK_CALLER)
 )
@@ -116,8 +140,19 @@ class Log:
 
 
 # One match a line: its level, timestamp, caller id and message.
-_CONSOLE_LINE = re.compile(r"^(?:<\d+>)?(?:\[\s*\d+\.\d+\]\s?)?(?:\[\s*([TC]\d+)\]\s?)?(.*)$",
-                           re.MULTILINE)
+_KERNEL_PREFIX = r"(?:<\d+>)?(?:\[\s*\d+\.\d+\]\s?)?(?:\[\s*([TC]\d+)\]\s?)?(.*)$"
+_CONSOLE_LINE = re.compile("^" + _KERNEL_PREFIX, re.MULTILINE)
+# The same after a system log's prefix (tried only on a log whose first lines have one: the
+# alternatives cost time on every line).
+_SYSTEM_LINE = re.compile("^" + _SYSTEM_PREFIX + "?" + _KERNEL_PREFIX, re.MULTILINE)
+# A system log's line, the kernel's or another program's ("HOST systemd[1]: ").
+_SYSTEM_LINE_START = re.compile(f"{_SYSTEM_PREFIX}|(?:{_MONTH_DAY_TIME}|{_ISO_TIME}) \\S+ \\S+: ")
+
+
+def _has_system_prefix(data: str) -> bool:
+    """Whether one of the log's first lines is a system log's line."""
+    head = data[:2048].split("\n", _SNIFF_LINES)[:_SNIFF_LINES]
+    return any(_SYSTEM_LINE_START.match(line) for line in head)
 # A timestamp or caller id after the start of a line.
 _LATE = re.compile(r".\[\s*\d+\.\d{6}\]")
 
@@ -131,7 +166,7 @@ def read_log(data: str | bytes) -> Log:
         data = _ANSI.sub("", data)
     if _KMSG_RECORD.match(data[:data.find("\n") if "\n" in data else len(data)]):
         return _read_kmsg(data.split("\n"))
-    pairs = _CONSOLE_LINE.findall(data)
+    pairs = (_SYSTEM_LINE if _has_system_prefix(data) else _CONSOLE_LINE).findall(data)
     texts = [message.rstrip() for _, message in pairs]
     contexts: list[str | None] | None = None
     if "][" in data and any(context for context, _ in pairs):

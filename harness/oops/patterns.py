@@ -579,6 +579,12 @@ GROUPS: tuple[Group, ...] = (
 
 # The words that start a report; a line without one is none.
 HEADER_WORDS = tuple(group.word for group in GROUPS)
+# What a log is searched for to find header lines: each header word holds one of these, and
+# fewer, shorter words are fewer passes over the log (the lines found are then checked whole).
+HEADER_ANCHORS = ("BUG", "WARNING:", "INFO:", "Unable to handle kernel", "protection fault",
+                  "stack segment: ", "anic", "divide", "invalid opcode:", "int3:", "UBSAN:",
+                  "Booting the kernel.", "unregister_netdevice: waiting for", "VFS: ",
+                  "Internal error:", "Unhandled fault:", "Alignment trap:", "PANIC: double fault")
 # What may precede a header word on its line: indentation, old lockdep's "[ ", a syzkaller
 # date, a login prompt, one subsystem tag ("rcu: ", "watchdog: "), and the KASAN hint that 4.x
 # kernels print with no newline before the fault. Not any message text: a module's

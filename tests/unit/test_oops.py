@@ -14,6 +14,7 @@ import pytest
 from harness.oops.corpus import corpus_files, first_title, load_case, measure, part_of
 from harness.oops.detect import Report, detect
 from harness.oops.logtext import parse_log
+from harness.oops.patterns import HEADER_ANCHORS, HEADER_WORDS
 
 LOGS = Path(__file__).parent / "logs"
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "oops-corpus" / "syzkaller-linux"
@@ -83,6 +84,13 @@ def test_blog_report_from_kmsg_records_with_a_stale_rip_afterwards():
     assert second.title == "WARNING in other_fn"
     assert second.module_function == "other_fn" and second.module == "other"
     assert second.start_line == 12  # the "cut here" line belongs to the report
+
+
+def test_every_header_word_is_found_by_an_anchor():
+    """The log is searched for the anchors only: a header word without one would never start
+    a report."""
+    missed = [word for word in HEADER_WORDS if not any(a in word for a in HEADER_ANCHORS)]
+    assert missed == []
 
 
 def test_words_alone_are_not_crashes():

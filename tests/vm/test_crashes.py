@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from harness.kmod import KernelCrashed, ModuleHung
+from harness.oops.detect import detect
 
 pytestmark = pytest.mark.vm
 
@@ -42,6 +43,23 @@ def test_after_null_dereference_the_kernel_is_clean(guest):
 @pytest.mark.expect_oops("WARNING in crashy_init")
 def test_warn_on(kmod):
     kmod(CRASHY).load(mode="warn")
+
+
+# The logs a user would paste into `harness oops`: what the guest's own tools print.
+SYSTEM_LOG_COMMANDS = ("dmesg", "dmesg -T", "dmesg -x", "journalctl -k -b --no-pager",
+                       "journalctl -k -b --no-pager -o short-iso",
+                       "journalctl -k -b --no-pager -o short-precise",
+                       "journalctl -k -b --no-pager -o short-monotonic")
+
+
+@pytest.mark.expect_oops("WARNING in crashy_init")
+def test_the_guests_system_logs_give_the_same_report(kmod, guest):
+    kmod(CRASHY).load(mode="warn")
+    for command in SYSTEM_LOG_COMMANDS:
+        log = guest.check_output(command, sudo=True)
+        reports = [(r.title, str(r.module_frame)) for r in detect(log)
+                   if r.title == "WARNING in crashy_init"]
+        assert reports and reports[0][1].endswith("[crashy]"), f"{command}:\n{log[-3000:]}"
 
 
 @pytest.mark.expect_oops("kernel BUG in crashy_init")
