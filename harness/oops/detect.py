@@ -137,7 +137,8 @@ def header_group(text: str) -> Group | None:
         position = text.find(group.word)
         if position < 0 or any(s.search(text) for s in group.suppress):
             continue
-        if position == 0 or HEADER_LEAD.fullmatch(text, 0, position):
+        if position == 0 or (HEADER_LEAD.fullmatch(text, 0, position) if group.after_lead
+                             else text[:position].isspace()):
             return group
     return None
 

@@ -66,6 +66,7 @@ class Group:
     word: str
     formats: tuple[CrashFormat, ...]
     suppress: tuple[re.Pattern[str], ...] = field(default=())
+    after_lead: bool = True  # may follow a HEADER_LEAD ("rcu: "); else a message starts with it
 
 
 RIP_FRAME = _re(r"(?:IP|NIP|pc |PC is at):? (?:(?:[0-9]+:)?(?:{{PC}} +){0,2}{{FUNC}}|"
@@ -575,6 +576,20 @@ GROUPS: tuple[Group, ...] = (
         _f("trusty", "trusty: panic", "trusty: panic: {0}", no_stack=True,
            report="trusty: panic \\(.*?\\): (.+)"),
     )),
+    # Not the kernel's: the programs that drive a guest failing on its console (a Go runtime,
+    # syzkaller's executor). syzkaller's Linux table ends with these; here "panic:" and "fatal
+    # error:" count only at a message's start, so that a driver's "mydev: fatal error: ..."
+    # stays a message.
+    Group("fatal error:", (_f("Go runtime", "fatal error:", "go runtime error", no_stack=True),),
+          tuple(_re(p) for p in ("ALSA", "fatal error: cannot create timer")), after_lead=False),
+    Group("SYZFAIL:", (_f("executor", "SYZFAIL:(.*)", "SYZFAIL:{0}", no_stack=True),)),
+    Group("SYZFATAL:", (_f("executor", "SYZFATAL:(.*)", "SYZFATAL:{0}", no_stack=True),)),
+    Group("panic:", (
+        _f("Go runtime", "panic: Sentry detected .* stuck task",
+           "panic: Sentry detected stuck tasks", no_stack=True),
+        _f("Go runtime", "panic:(.*)", "panic:{0}", no_stack=True),
+    ), tuple(_re(p) for p in ("_panic:", "xlog_status:", r"ddb\.onpanic:", "evtlog_status:")),
+        after_lead=False),
 )
 
 # The words that start a report; a line without one is none.
@@ -584,7 +599,8 @@ HEADER_WORDS = tuple(group.word for group in GROUPS)
 HEADER_ANCHORS = ("BUG", "WARNING:", "INFO:", "Unable to handle kernel", "protection fault",
                   "stack segment: ", "anic", "divide", "invalid opcode:", "int3:", "UBSAN:",
                   "Booting the kernel.", "unregister_netdevice: waiting for", "VFS: ",
-                  "Internal error:", "Unhandled fault:", "Alignment trap:", "PANIC: double fault")
+                  "Internal error:", "Unhandled fault:", "Alignment trap:", "PANIC: double fault",
+                  "fatal error:", "SYZFA")
 # What may precede a header word on its line: indentation, old lockdep's "[ ", a syzkaller
 # date, a login prompt, one subsystem tag ("rcu: ", "watchdog: "), and the KASAN hint that 4.x
 # kernels print with no newline before the fault. Not any message text: a module's

@@ -255,6 +255,23 @@ def test_formats_seen_on_kernels_nobody_tuned_for(log: str, title: str):
     assert [r.title for r in detect(log)] == [title]
 
 
+@pytest.mark.parametrize(("log", "titles"), [
+    # syzkaller's Linux table ends with the failures of the programs driving the guest.
+    ("[   12.000001] SYZFAIL: SIGSEGV\n", ["SYZFAIL: SIGSEGV"]),
+    ("SYZFATAL: executor 3 failed 11 times: read-only file system\n",
+     ["SYZFATAL: executor NUM failed NUM times: read-only file system"]),
+    ("panic: runtime error: index out of range [3] with length 3\n",
+     ["panic: runtime error: index out of range [NUM] with length NUM"]),
+    ("fatal error: unexpected signal during runtime execution\n", ["go runtime error"]),
+    # Only at a message's start: a driver's own words, or a kernel function's name, are none.
+    ("[   12.000001] mydev: fatal error: the firmware did not answer\n", []),
+    ("[   12.000001] skbuff: skb_panic: text here\n", []),
+    ("[   12.000001] ALSA fatal error: x\n", []),
+])
+def test_the_programs_driving_the_guest_fail_on_its_console(log: str, titles: list[str]):
+    assert [r.title for r in detect(log)] == titles
+
+
 def test_a_report_interleaved_with_another_task_reads_its_own_lines():
     """With caller ids, the lines of another task printing at the same time are not part of
     the report: its RIP and stack are the reporting task's."""
