@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from harness.oops.demangle import demangle
 from harness.oops.logtext import find_all
 from harness.oops.patterns import (
     CORRUPTING_LINE,
@@ -90,6 +91,8 @@ def _frames_of(match: re.Match[str], text: str, skip: tuple[str, ...]) -> list[R
     for index, name in enumerate(match.groups(), start=1):
         if name is None:
             continue
+        if name.startswith("_R"):
+            name = demangle(name)  # a Rust frame: skip rules and titles use its path
         module = None
         if tagged:
             tag = _MODULE_TAG.search(text, match.end(index), line_end)
