@@ -196,9 +196,10 @@ def test_syzkaller_corpus_agreement(capsys):
         for part, figures in parts.items():
             print(f"oops corpus, {part}: {figures.figures()}")
     tune, held_out = parts["tune"], parts["held-out"]
-    # The targets on the tune part; floors at the figures measured on the held-out part.
+    # The targets on both parts; the held-out exact-title floor a little under its figure
+    # (99.2 %), so that losing a held-out title shows.
     assert tune.rate(tune.detection) >= 0.995 and tune.rate(tune.exact) >= 0.80
-    assert held_out.rate(held_out.detection) >= 0.98 and held_out.rate(held_out.exact) >= 0.90
+    assert held_out.rate(held_out.detection) >= 0.995 and held_out.rate(held_out.exact) >= 0.95
 
 
 def test_a_header_glued_to_the_previous_message_is_found():
