@@ -270,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     doc.set_defaults(func=cmd_doctor)
 
     oops = sub.add_parser("oops", help="find crash reports in a saved kernel log")
-    oops.add_argument("file", help="dmesg output, a serial console capture or /dev/kmsg records"
-                      " (- for standard input)")
+    oops.add_argument("file", help="dmesg output (also -T, -x), a serial console capture, "
+                      "/dev/kmsg records, journalctl -k output or /var/log/kern.log "
+                      "(- for standard input)")
     oops.add_argument("--json", action="store_true", help="print a JSON list of reports")
     oops.set_defaults(func=cmd_oops)
 

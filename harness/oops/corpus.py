@@ -2,7 +2,8 @@
 
 Each corpus file: ``KEY: value`` header lines, a blank line, then the raw log. ``TITLE:`` is the
 expected title of the first report (absent or empty: no crash), ``ALT:`` alternative titles,
-``CORRUPTED: Y`` a garbled report.
+``CORRUPTED: Y`` a garbled report. Some files end with ``REPORT:`` and the expected report text,
+which is not part of the log.
 
 The corpus is split for generalisation discipline (:func:`part_of`): rules are fitted on the
 "tune" part only, and the "held-out" part's figures say how they fare on logs nobody looked at.
@@ -76,8 +77,10 @@ class Agreement:
 
 
 def load_case(path: Path) -> CorpusCase:
-    data = path.read_bytes()
+    data = path.read_bytes().replace(b"\r", b"")  # as syzkaller's own test reads them
     header, _, log = data.partition(b"\n\n")
+    # An expected report may follow the log, after an empty line and "REPORT:".
+    log = log.split(b"\n\nREPORT:\n", 1)[0]
     title, alt, corrupted = None, [], False
     for line in header.decode(errors="replace").splitlines():
         key, _, value = line.partition(":")
