@@ -160,7 +160,7 @@ def split_blocks(log: Log) -> list[_Block]:
     candidates = sorted({log.line_at(hit) for word in HEADER_ANCHORS
                          for hit in find_all(log.text, word)})
     for index in candidates:
-        group = header_group(unglue(log, index) if log.numbers is None else log.texts[index])
+        group = header_group(log.texts[index] if log.records else unglue(log, index))
         if group is None:
             continue
         if index + 1 < len(log.texts) and _REPLAYED in log.texts[index + 1]:
@@ -377,7 +377,8 @@ def detect(log: str | bytes | list[str] | list[LogLine],
     if isinstance(log, list):
         if log and isinstance(log[0], LogLine):
             parsed = Log([ln.text for ln in log], [ln.raw for ln in log],  # type: ignore[union-attr]
-                         [ln.context for ln in log], [ln.number for ln in log])  # type: ignore[union-attr]
+                         [ln.context for ln in log], [ln.number for ln in log],  # type: ignore[union-attr]
+                         records=True)
         else:
             parsed = read_log("\n".join(log))  # type: ignore[arg-type]
     else:

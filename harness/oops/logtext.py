@@ -52,6 +52,7 @@ _LATE_TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*\d+\.\d{6}\](?:\[\s*[TC]\d+\])?\s?
 # How a crash header begins, for one glued after another message's text.
 _GLUED_HEADER = re.compile(r"BUG: |WARNING: |Kernel panic|general protection|Oops: |UBSAN: |"
                            r"Unable to handle|INFO: task ")
+_LINE_END_CRS = re.compile(r"\r+\n")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -107,6 +108,7 @@ class Log:
     source: str | list[str]  # the input: whole, or already split into its lines
     contexts: list[str | None] | None  # None when no line carries a caller id
     numbers: list[int] | None  # line numbers in the input; None when they are index + 1
+    records: bool = False  # /dev/kmsg records: one message a line, never glued by a console
     text: str = ""
     starts: list[int] = field(default_factory=list)  # offset of each line in ``text``
 
@@ -160,18 +162,25 @@ _LATE = re.compile(r".\[\s*\d+\.\d{6}\]")
 def read_log(data: str | bytes) -> Log:
     if isinstance(data, bytes):
         data = data.decode("utf-8", errors="replace")
+    numbers: list[int] | None = None
     if "\r" in data:
-        data = data.replace("\r\n", "\n").replace("\r", "\n")
+        # A serial console ends lines in CR LF, systemd's in CR CR LF. A CR alone (a progress
+        # line redrawn) starts a line too, but keeps the line number an editor shows.
+        data = _LINE_END_CRS.sub("\n", data)
+        if "\r" in data:
+            numbers = [number for number, line in enumerate(data.split("\n"), start=1)
+                       for _ in range(line.count("\r") + 1)]
+            data = data.replace("\r", "\n")
     if "\x1b" in data:
         data = _ANSI.sub("", data)
     if _KMSG_RECORD.match(data[:data.find("\n") if "\n" in data else len(data)]):
-        return _read_kmsg(data.split("\n"))
+        return _read_kmsg(data.split("\n"), numbers)
     pairs = (_SYSTEM_LINE if _has_system_prefix(data) else _CONSOLE_LINE).findall(data)
     texts = [message.rstrip() for _, message in pairs]
     contexts: list[str | None] | None = None
     if "][" in data and any(context for context, _ in pairs):
         contexts = [context or None for context, _ in pairs]
-    return Log(texts, data, contexts, None)
+    return Log(texts, data, contexts, numbers)
 
 
 def unglue(log: Log, index: int) -> str:
@@ -184,11 +193,12 @@ def unglue(log: Log, index: int) -> str:
     return log.texts[index]
 
 
-def _read_kmsg(raws: list[str]) -> Log:
+def _read_kmsg(raws: list[str], physical: list[int] | None) -> Log:
     texts: list[str] = []
     kept: list[str] = []
     numbers: list[int] = []
-    for number, raw in enumerate(raws, start=1):
+    for index, raw in enumerate(raws):
+        number = physical[index] if physical else index + 1
         if raw.startswith(" ") and kept and _KMSG_RECORD.match(kept[-1]):
             continue  # a /dev/kmsg continuation line (KEY=VALUE)
         record = _KMSG_RECORD.match(raw)
@@ -196,7 +206,7 @@ def _read_kmsg(raws: list[str]) -> Log:
         texts.append(text.rstrip())
         kept.append(raw)
         numbers.append(number)
-    return Log(texts, kept, None, numbers)
+    return Log(texts, kept, None, numbers, records=True)
 
 
 def parse_log(data: str | bytes) -> list[LogLine]:

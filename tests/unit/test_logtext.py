@@ -157,3 +157,18 @@ def test_the_corpus_gives_the_same_titles_in_every_format(fmt: str, capsys):
         print(f"\n{fmt}: " + ", ".join(f"{part} {ok}/{total}"
                                          for part, (ok, total) in agree.items()))
     assert not differ, "\n".join(differ)
+
+
+def test_line_numbers_are_the_files_whatever_its_line_ends():
+    """A serial capture ends the kernel's lines in CR LF, systemd's in CR CR LF, and redraws a
+    progress line after a lone CR: the report still names the line an editor shows."""
+    log = ("[   1.000000] Booting\r\n"
+           "[  OK  ] Started udev\r\r\n"
+           "\x1b[K[ *  ] A start job is running\r\x1b[K[**  ] A start job is running\r\r\n"
+           "[   2.000000] BUG: kernel NULL pointer dereference, address: 0000000000000000\r\n"
+           "[   2.000001] RIP: 0010:crashy_null_write+0x5/0x20 [crashy]\r\n")
+    [report] = detect(log)
+    assert (report.start_line, report.title) == (
+        4, "BUG: unable to handle kernel NULL pointer dereference in crashy_null_write")
+    assert report.module_frame is not None and report.module_frame.line == 5
+
