@@ -116,12 +116,18 @@ def _pick(rule: StackRule, frames: list[RawFrame]) -> RawFrame | None:
     return (_stall_frame if rule.extractor == "stall" else _hang_frame)(frames)
 
 
+@functools.lru_cache(maxsize=8192)
+def _enters_looping_code(name: str) -> bool:
+    """Whether a frame is where looping code is entered (the same few recur in every trace)."""
+    return STALL_ANCHOR.search(strip_syscall_prefix(name)) is not None
+
+
 def _stall_frame(frames: list[RawFrame]) -> RawFrame | None:
     """The frame called from where the looping code was entered (a syscall, a work item)."""
     previous = frames[0]
     for frame in frames:
-        name = strip_syscall_prefix(frame.name)
-        if STALL_ANCHOR.search(name):
+        if _enters_looping_code(frame.name):
+            name = strip_syscall_prefix(frame.name)
             if "smp_call_function" in name:
                 return RawFrame("smp_call_function", frame.module)
             return previous
