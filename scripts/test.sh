@@ -9,8 +9,8 @@ ensure_venv
 ensure_libvirt
 ensure_box
 case " $* " in
-  *"not vm"*) ;;  # the unit tests alone need no VM, let alone the debug box
-  *) ensure_debug_box ;;
+  *"not vm"*) ;;  # the unit tests alone need no VM, let alone the other boxes
+  *) ensure_other_boxes ;;
 esac
 cd "$HARNESS_ROOT"
 say "ruff"
