@@ -103,3 +103,18 @@ def test_a_box_digest_changes_with_its_recipe_and_only_then(tmp_path):
     other_kernel = dataclasses.replace(recipe, kernel=dataclasses.replace(recipe.kernel,
                                                                           config=fragment))
     assert other_kernel.digest(BUILDER_VERSION) != recipe.digest(BUILDER_VERSION)
+
+
+def test_a_row_running_the_whole_suite_builds_every_box_its_tests_ask_for():
+    """Tests ask for boxes by name (vm_box markers); a row that runs them all must have each
+    of those boxes built, not only its own."""
+    asked = set()
+    for path in (ROOT / "tests" / "vm").glob("test_*.py"):
+        asked |= set(re.findall(r"vm_box\(\"([\w./-]+)\"\)", path.read_text()))
+        asked |= set(re.findall(r"^(?:STOCK|DEBUG) = \"([\w./-]+)\"", path.read_text(), re.M))
+    assert {"debian-12-debug", "debian-12-k6.12"} <= asked
+    for entry in _workflow()["jobs"]["vm-tests"]["strategy"]["matrix"]["include"]:
+        if entry["tests"] == "tests":
+            built = {entry["box"], *entry.get("other_boxes", "").split()}
+            assert asked <= built, entry
+
