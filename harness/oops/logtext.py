@@ -33,6 +33,10 @@ LOG_FORMATS: tuple[tuple[str, str], ...] = (
     ("dmesg-T", r"\[[A-Z][a-z]{2} " + _MONTH_DAY_TIME + r" \d{4}\] "),
     # dmesg -x (facility and level)
     ("dmesg-x", r"[a-z0-9]{3,8} *:[a-z]{3,6} *: "),
+    # dmesg -H / -e: the minute once, then the time since the previous line
+    ("dmesg-H", r"\[(?:[A-Z][a-z]{2}[ \d]?\d \d\d:\d\d|\s*\+\s*\d+\.\d+)\] "),
+    # dmesg -d: the time and the time since the previous line
+    ("dmesg-d", r"\[\s*\d+\.\d+ <\s*\d+\.\d+>\] "),
 )
 # Any of them: cheap to test a log's first lines with, and the optional outer part of a line.
 _SYSTEM_PREFIX = "(?:" + "|".join(pattern for _, pattern in LOG_FORMATS) + ")"

@@ -41,6 +41,9 @@ FORMATS: dict[str, Callable[[int, str], str]] = {
     "dmesg -r": lambda i, m: f"<4>[{_uptime(i):12.6f}] {m}",
     "dmesg -T": lambda i, m: f"[{_wall(i):%a %b %e %H:%M:%S %Y}] {m}",
     "dmesg -x": lambda i, m: f"kern  :err   : [{_uptime(i):12.6f}] {m}",
+    "dmesg -H": lambda i, m: (f"[{_wall(i):%b%d %H:%M}] {m}" if i % 50 == 0
+                              else f"[  +{0.000137:.6f}] {m}"),
+    "dmesg -d": lambda i, m: f"[{_uptime(i):12.6f} <{0.000137:12.6f}>] {m}",
     "journalctl -k": lambda i, m: f"{_wall(i):%b %e %H:%M:%S} guest kernel: {m}",
     "journalctl -k -o short-iso":
         lambda i, m: f"{_wall(i):%Y-%m-%dT%H:%M:%S}+0000 guest kernel: {m}",
@@ -82,6 +85,9 @@ def _reports(log: str | bytes) -> list[tuple[str, str | None]]:
     ("[Fri Nov 27 05:59:01 2026] BUG: x", "BUG: x"),
     ("kern  :err   : [   12.345678] BUG: x", "BUG: x"),
     ("kern  :warn  : BUG: x", "BUG: x"),
+    ("[Nov27 05:59] BUG: x", "BUG: x"),
+    ("[  +0.000137] BUG: x", "BUG: x"),
+    ("[   12.345678 <    0.000137>] BUG: x", "BUG: x"),
 ])
 def test_a_system_logs_prefix_is_taken_off(line: str, message: str):
     # The prefix is known from the log's first lines: a log of one line is one.

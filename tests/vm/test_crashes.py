@@ -46,7 +46,8 @@ def test_warn_on(kmod):
 
 
 # The logs a user would paste into `harness oops`: what the guest's own tools print.
-SYSTEM_LOG_COMMANDS = ("dmesg", "dmesg -T", "dmesg -x", "journalctl -k -b --no-pager",
+SYSTEM_LOG_COMMANDS = ("dmesg", "dmesg -T", "dmesg -x", "dmesg -H", "dmesg -d",
+                       "journalctl -k -b --no-pager",
                        "journalctl -k -b --no-pager -o short-iso",
                        "journalctl -k -b --no-pager -o short-precise",
                        "journalctl -k -b --no-pager -o short-monotonic")
