@@ -275,5 +275,5 @@ def demangle(name: str) -> str:
         if reader.peek().isdigit():
             reader.decimal()  # the encoding version
         return reader.path()
-    except (_Invalid, RecursionError, ValueError):
+    except (_Invalid, RecursionError, ValueError, OverflowError):  # chr() of a huge char constant
         return name

@@ -36,6 +36,7 @@ def test_rust_v0_names(mangled: str, demangled: str):
 @pytest.mark.parametrize("name", [
     "crashy_init", "_RNv", "_RNvC", "_RNvCs_3foo", "_RB9_", "_RNvC999foo", "__x64_sys_read",
     "_R" + "I" * 500 + "C3foo" + "E" * 500,
+    "_RINvC3foo3barKcffffffffffffffffffff_EB2_",  # a char constant beyond any code point
 ])
 def test_other_or_broken_names_come_back_unchanged(name: str):
     assert demangle(name) == name
