@@ -15,8 +15,7 @@ _BASIC_TYPES = {
     "i": "isize", "j": "usize", "l": "i32", "m": "u32", "n": "i128", "o": "u128", "s": "i16",
     "t": "u16", "u": "()", "v": "...", "x": "i64", "y": "u64", "z": "!", "p": "_",
 }
-_SIGNED = {"a", "s", "l", "x", "n", "i"}
-_UNSIGNED = {"h", "t", "m", "y", "o", "j"}
+_INTEGER_TYPES = {"a", "s", "l", "x", "n", "i", "h", "t", "m", "y", "o", "j"}  # i8 .. usize
 _MAX_DEPTH = 100
 
 
@@ -259,7 +258,7 @@ class _Reader:
             return "true" if value else "false"
         if kind == "c":
             return repr(chr(value))
-        if kind in _SIGNED or kind in _UNSIGNED:
+        if kind in _INTEGER_TYPES:
             return str(-value if negative else value)
         raise _Invalid
 

@@ -153,14 +153,14 @@ _CONSOLE_LINE = re.compile("^" + _KERNEL_PREFIX, re.MULTILINE)
 _SYSTEM_LINE = re.compile("^" + _SYSTEM_PREFIX + "?" + _KERNEL_PREFIX, re.MULTILINE)
 # A system log's line, the kernel's or another program's ("HOST systemd[1]: ").
 _SYSTEM_LINE_START = re.compile(f"{_SYSTEM_PREFIX}|(?:{_MONTH_DAY_TIME}|{_ISO_TIME}) \\S+ \\S+: ")
+# A timestamp or caller id after the start of a line.
+_LATE = re.compile(r".\[\s*\d+\.\d{6}\]")
 
 
 def _has_system_prefix(data: str) -> bool:
     """Whether one of the log's first lines is a system log's line."""
     head = data[:2048].split("\n", _SNIFF_LINES)[:_SNIFF_LINES]
     return any(_SYSTEM_LINE_START.match(line) for line in head)
-# A timestamp or caller id after the start of a line.
-_LATE = re.compile(r".\[\s*\d+\.\d{6}\]")
 
 
 def read_log(data: str | bytes) -> Log:
