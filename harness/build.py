@@ -28,6 +28,7 @@ from typing import Protocol
 
 from harness.errors import BuildError, ConfigurationError
 from harness.hostbuild import (
+    MAX_LOG_BYTES,
     NO_ROOTFS,
     TIMED_OUT,
     CompileOutcome,
@@ -36,6 +37,7 @@ from harness.hostbuild import (
     split_outputs,
 )
 from harness.transport import Transport
+from harness.untrusted import capped_list, one_line
 
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -118,9 +120,9 @@ class ModuleBuildError(BuildError):
 
     def __init__(self, result: BuildResult):
         self.result = result
-        lines = [str(d) for d in result.errors]
+        lines = capped_list([one_line(str(d), 500) for d in result.errors], 20, "errors")
         if not lines:
-            tail = result.log.strip().splitlines()[-15:]
+            tail = [one_line(line, 500) for line in result.log.strip().splitlines()[-15:]]
             lines = ["(no compiler error was recognised; the end of the build log:)", *tail]
         super().__init__(
             f"building {result.source_dir} failed (make exited {result.exit_status}):\n"
@@ -148,14 +150,15 @@ def make_command(remote_dir: str, extra_cflags: str = "", jobs: int = 2,
             f"{kcflags}{profiling} modules 2>&1")
 
 
-def build_key(tree_digest: str, kernel_release: str, extra_cflags: str,
-              profile_in: str | None = None) -> str:
-    """The identity of a build. ``profile_in``: the build folder of a build with gcov profiling,
-    whose objects carry that folder (the kernel files their counters under it), so identical
-    sources in another folder are not the same build."""
-    parts: list[object] = [tree_digest, kernel_release, extra_cflags]
-    if profile_in is not None:  # keys of builds without profiling stay as they were
-        parts += [PROFILE_VARIABLE, profile_in]
+def build_key(tree_digest: str, kernel_release: str, extra_cflags: str, build_folder: str,
+              profile: bool = False) -> str:
+    """The identity of a build: everything its outcome depends on. The build folder is part of
+    it because kbuild's ``M=`` is (a path it refuses fails, and objects carry their folder),
+    so identical sources built in another folder are another build, and no folder's failure
+    is ever handed to another."""
+    parts: list[object] = [tree_digest, kernel_release, extra_cflags, build_folder]
+    if profile:
+        parts.append(PROFILE_VARIABLE)
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
@@ -191,6 +194,8 @@ class Builder:
     _last_decision: tuple[str, str] | None = field(default=None, init=False)  # place, why
     _place: dict[tuple[str, str], str] = field(default_factory=dict, init=False)
     _release: str | None = field(default=None, init=False)
+    # Builds stopped by their time limit in this run: (build key, limit) -> result
+    _stopped: dict[tuple[str, float], BuildResult] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         _check_mode(self.mode)
@@ -266,8 +271,9 @@ class Builder:
         timeout = timeout or self.timeout
         release = self.kernel_release()
         cache = BuildCache(self.cache_root)
-        key = build_key(tree_digest, release, extra_cflags,
-                        remote_dir if self.profile else None)
+        key = build_key(tree_digest, release, extra_cflags, remote_dir, self.profile)
+        if not force and (key, timeout) in self._stopped:
+            return self._stopped[key, timeout]
         if not force:
             result = self._reuse(cache.load(key), source_dir, remote_dir, release)
             if result is not None:
@@ -285,9 +291,14 @@ class Builder:
             [posixpath.join(remote_dir, rel) for rel in outcome.ko_files],
             seconds=round(time.monotonic() - started, 2), where=place,
         )
-        # Failures are cached too: the same sources fail the same way for the same kernel, and
-        # a grader's every test would otherwise pay for the failing build again.
-        result.local_ko, result.local_gcno = cache.store(key, result, outcome)
+        # Failures are cached too: the same sources fail the same way for the same kernel and
+        # folder, and a grader's every test would otherwise pay for the failing build again.
+        # Not a build stopped by its time limit: that depends on the limit and on how busy
+        # the machine was, neither part of the key; this run remembers it for that limit.
+        if outcome.exit_status == TIMED_OUT:
+            self._stopped[key, timeout] = result  # this run's limit: not kept on disk
+        else:
+            result.local_ko, result.local_gcno = cache.store(key, result, outcome)
         return result
 
     def _compiler(self, place: str) -> Compiler:
@@ -337,8 +348,13 @@ class GuestCompiler:
         self.check_headers(release)
         # The guest's own `timeout` stops make and what it started; the transport's bound is
         # only for a guest that stops answering.
-        run = self.transport.run(f"timeout -k 5 {timeout:g} sh -c {shlex.quote(command)}",
-                                 timeout=timeout + 60)
+        # Only the log's end crosses (tail keeps it): a Makefile that prints without end
+        # costs the host bounded memory. The exit status goes around the pipe in a file.
+        status_file = shlex.quote(posixpath.join(remote_dir, ".harness-build-status"))
+        run = self.transport.run(
+            f"{{ timeout -k 5 {timeout:g} sh -c {shlex.quote(command)}; echo $? > "
+            f"{status_file}; }} 2>&1 | tail -c {MAX_LOG_BYTES}; exit $(cat {status_file})",
+            timeout=timeout + 60)
         if run.exit_status in (124, 137):
             where = f" ({limit_name})" if limit_name else ""
             return CompileOutcome(TIMED_OUT, run.stdout + run.stderr

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from harness.errors import HarnessError
+from harness.untrusted import confined_file
 
 GCOV_ROOT = "/sys/kernel/debug/gcov"
 RESET_COMMAND = f"echo 1 > {GCOV_ROOT}/reset"
@@ -132,20 +133,16 @@ def line_counts(counters: Counters, gcov: GcovRunner) -> dict[Path, dict[int, in
             name = str(entry.get("file", ""))
             if not name.startswith(prefix):
                 continue
-            source = counters.source_dir / name[len(prefix):]
-            if not _inside(source, counters.source_dir) or not source.is_file():
-                # kbuild's generated .mod.c, or (a hostile Makefile's objects named with ..)
-                # a host file that must never reach a page
+            # None for kbuild's generated .mod.c, and for what a hostile Makefile or #line
+            # names with .., an absolute path or a link: a host file must never reach a page.
+            source = confined_file(counters.source_dir, name[len(prefix):])
+            if source is None:
                 continue
             lines = counts.setdefault(source, {})
             for line in entry.get("lines", []):
                 number = int(line["line_number"])
                 lines[number] = lines.get(number, 0) + int(line["count"])
     return counts
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _json_documents(output: str) -> Iterable[dict]:

@@ -29,6 +29,7 @@ from harness.boxbuild import ROOTFS_COMPLETE
 from harness.errors import HarnessError
 from harness.sync import source_files
 from harness.transport import Transport
+from harness.untrusted import capped_list, one_line
 
 SANDBOX_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 NO_ROOTFS = "a cloud box has no root filesystem on the host"
@@ -190,6 +191,7 @@ class ToolFailed(HarnessError):
 
 
 TIMED_OUT = 124
+MAX_LOG_BYTES = 2 << 20  # the end of a build log that is kept, wherever the build ran
 REJECTED = 125  # the build ran, but what it left is not taken (a link, too large)
 SOURCES_AT = "/tmp/.harness-sources"
 
@@ -206,7 +208,9 @@ class SandboxLimits:
     file_bytes: int = 256 << 20  # largest file
     scratch_bytes: int = 512 << 20  # the whole writable tmpfs
     max_ko_bytes: int = 64 << 20  # one .ko
-    max_log_bytes: int = 2 << 20  # the build log kept (its end)
+    max_log_bytes: int = MAX_LOG_BYTES  # the build log kept (its end)
+    max_outputs: int = 64  # .ko and .gcno files taken from one build
+    max_stream_bytes: int = 256 << 20  # all that one build sends back (log and outputs)
 
 
 def confined_script(guest_dir: str, make_command: str, limits: SandboxLimits) -> str:
@@ -230,9 +234,15 @@ def confined_script(guest_dir: str, make_command: str, limits: SandboxLimits) ->
         f"{become} sh -c {q(make_command)} </dev/null >{LOG_DIR}/{LOG_NAME} 2>&1\n"
         "status=$?\n"
         f"setpriv --reuid={uid} --regid={uid} --clear-groups kill -KILL -1 2>/dev/null\n"
-        f"tar -C {LOG_DIR} -cf - {LOG_NAME}\n"
-        f"cd {q(guest_dir)} && find . -maxdepth 3 \\( -name '*.ko' -o -name '*.gcno' \\) -print0 | "
-        "tar --null --no-recursion -T - -cf -\n"
+        # Only the log's end crosses to the host: a Makefile that prints without end costs
+        # the host no more than this.
+        f"tail -c {limits.max_log_bytes} {LOG_DIR}/{LOG_NAME} > {LOG_DIR}/tail && "
+        f"mv {LOG_DIR}/tail {LOG_DIR}/{LOG_NAME}\n"
+        # Everything that crosses is bounded: the host reads at most max_stream_bytes.
+        f"{{ tar -C {LOG_DIR} -cf - {LOG_NAME}; cd {q(guest_dir)} && "
+        "find . -maxdepth 3 \\( -name '*.ko' -o -name '*.gcno' \\) -print0 | "
+        f"head -z -n {limits.max_outputs + 1} | tar --null --no-recursion -T - -cf -; }} | "
+        f"head -c {limits.max_stream_bytes}\n"
         "exit $status\n"
     )
 
@@ -259,19 +269,26 @@ def read_build_archive(data: bytes, limits: SandboxLimits
                     raw = handle.read() if handle else b""
                     log = raw[-limits.max_log_bytes:].decode(errors="replace")
                 elif not member.isreg():
-                    problems.append(f"build output {name} is {kind}: only regular files are "
-                                    "taken")
+                    problems.append(f"build output {one_line(name, 200)} is {kind}: only "
+                                    "regular files are taken")
                 elif member.size > limits.max_ko_bytes:
-                    problems.append(f"build output {name} is {member.size} bytes, over the "
+                    problems.append(f"build output {one_line(name, 200)} is {member.size} "
+                                    "bytes, over the "
                                     f"{limits.max_ko_bytes} byte limit")
                 elif PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
-                    problems.append(f"build output {name!r} is outside the module folder")
+                    problems.append(f"build output {one_line(name, 200)} is outside the module "
+                                    "folder")
+                elif len(outputs) >= limits.max_outputs:
+                    problems.append(f"the build left more than {limits.max_outputs} .ko and "
+                                    ".gcno files: none is taken")
+                    break
                 else:
                     handle = archive.extractfile(member)
                     outputs[name] = handle.read() if handle else b""
     except tarfile.TarError as err:
-        problems.append(f"the build's output could not be read: {err}")
-    return log, outputs, problems
+        problems.append(f"the build's output could not be read (more than "
+                        f"{limits.max_stream_bytes} bytes, or broken): {err}")
+    return log, outputs, capped_list(problems, 10, "problems")
 
 
 def split_outputs(outputs: dict[str, bytes]) -> tuple[dict[str, bytes], dict[str, bytes]]:

@@ -11,6 +11,7 @@ import dataclasses
 import graphlib
 import hashlib
 import itertools
+import os
 import posixpath
 import re
 import shlex
@@ -155,9 +156,8 @@ class Module:
                 f"{self.source_dir} has no Makefile or Kbuild: a module folder needs one "
                 "(e.g. `obj-m += hello.o`)"
             )
-        tag = _path_tag(self.source_dir)
-        self.remote_dir = posixpath.join(self.guest.remote_base,
-                                         f"{self.source_dir.resolve().name}-{tag}")
+        self.remote_dir = posixpath.join(self.guest.remote_base, guest_folder_name(
+            self.source_dir))
 
     @property
     def transport(self) -> Transport:
@@ -463,9 +463,18 @@ def ko_modinfo(data: bytes) -> dict[str, list[str]]:
     return info
 
 
-def _path_tag(path: Path) -> str:
-    """A short hash of the folder's absolute path: two folders never share a guest folder."""
-    return hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+_KBUILD_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def guest_folder_name(path: Path) -> str:
+    """The build folder's name in the guest: the folder's name reduced to what kbuild takes in
+    ``M=`` (no spaces, quotes, ``$``, ``:``, ``#``...: ``José García (late)`` builds as
+    ``Jos_Garc_a_late``), at most 40 characters, then a short hash of the folder's absolute
+    path, so two folders never share a guest folder and the name never decides the build."""
+    resolved = path.resolve()
+    readable = _KBUILD_UNSAFE.sub("_", resolved.name).strip("._-")[:40] or "module"
+    tag = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]
+    return f"{readable}-{tag}"
 
 
 def _safe_lines(capture: Capture) -> list[str]:

@@ -23,6 +23,7 @@ from harness.errors import TimeLimitExceeded
 from harness.grade.spec import Spec, load_spec
 from harness.kmod import Module
 from harness.paths import atomic_write
+from harness.untrusted import capped, capped_list, visible
 
 STUDENT_STARTED: dict[str, float] = {}
 SETUP_SECONDS: dict[str, float] = {}  # by test id, until its call is recorded
@@ -159,14 +160,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     run = test_run_of(item)
     if run is not None and call.when == "call":
         if run.verdict is not None:
-            report.user_properties.append(("crashes", run.verdict.crashes()))
-            report.user_properties.append(("kernel_lines", run.verdict.kernel_lines[-200:]))
+            report.user_properties.append(("crashes", [
+                {key: None if value is None else visible(value, 1000)
+                 for key, value in crash.items()}
+                for crash in run.verdict.crashes()[:MAX_CRASHES]]))
+            report.user_properties.append(("kernel_lines", capped_list(
+                [visible(line, MAX_LINE) for line in run.verdict.kernel_lines[-MAX_LINES:]],
+                MAX_LINES, "kernel lines")))
         diagnostics = run.diagnostics()
         if diagnostics:
             report.user_properties.append(("diagnostics", [
-                {"file": d.file, "line": d.line, "severity": d.severity, "message": d.message}
-                for d in diagnostics]))
+                {"file": d.file and visible(d.file, 300), "line": d.line,
+                 "severity": d.severity, "message": visible(d.message, MAX_LINE)}
+                for d in diagnostics[:MAX_DIAGNOSTICS]]))
     return report
+
+
+# What one test's record keeps of what the student's module and Makefile printed: any bytes,
+# any amount, so bounded here (the record is what result.json and every report are made of).
+MAX_LINES = 200  # the test's last kernel lines
+MAX_LINE = 1000  # characters of one line (a kernel line, a diagnostic)
+MAX_CRASHES = 20
+MAX_DIAGNOSTICS = 50
+MAX_MESSAGE = 4000  # the end of a failure's text
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -181,9 +197,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     out = Path(os.environ["HARNESS_GRADE_OUT"])
     message = ""
     if report.failed:
-        message = str(report.longrepr)[-4000:]
+        message = capped(visible(str(report.longrepr)), MAX_MESSAGE, keep="tail")
     elif report.skipped and isinstance(report.longrepr, tuple):
-        message = report.longrepr[2]
+        message = visible(report.longrepr[2], MAX_MESSAGE)
     record = {
         "test": props["test"], "outcome": report.outcome, "points": props["points"],
         "earned": props["points"] if report.passed else 0.0, "message": message,

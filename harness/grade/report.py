@@ -15,6 +15,7 @@ from pathlib import Path
 from harness.coverage import line_ranges
 from harness.grade.spec import Spec
 from harness.paths import atomic_write
+from harness.untrusted import capped, visible
 
 
 def write_reports(results: list, spec: Spec, out: Path) -> None:
@@ -22,46 +23,68 @@ def write_reports(results: list, spec: Spec, out: Path) -> None:
     atomic_write(out / "gradebook.csv", gradebook_csv(ordered))
     atomic_write(out / "junit.xml", junit_xml(ordered, spec))
     for result in ordered:
-        atomic_write(out / "gradescope" / result.student / "results.json",
+        atomic_write(out / "gradescope" / result.key / "results.json",
                       json.dumps(gradescope(result), indent=1))
     atomic_write(out / "report.html", html_report(ordered, spec))
+
+
+# OWASP's rule for CSV injection: a cell starting with one of these is a formula to a
+# spreadsheet; a leading apostrophe makes it text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value: object) -> object:
+    """A gradebook cell: numbers as they are, text with a formula's first character made
+    harmless and its control characters visible."""
+    if not isinstance(value, str):
+        return value
+    text = visible(value, 1000)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def gradebook_csv(results: list) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["student", "score", "max_score", "status", "late_penalty_percent",
-                     "warning_penalty", "reason"])
+                     "warning_penalty", "reason", "folder"])
     for r in results:
-        writer.writerow([r.student, r.score, r.max_score, r.status, r.late_penalty_percent,
-                         r.warning_penalty, r.reason])
+        writer.writerow([spreadsheet_text(cell) for cell in (
+            r.student, r.score, r.max_score, r.status, r.late_penalty_percent,
+            r.warning_penalty, r.reason, r.key)])
     return buf.getvalue()
 
 
 def gradescope(result) -> dict:
     tests = [{"name": t["test"], "score": t["earned"], "max_score": t["points"],
               "status": "passed" if t["outcome"] == "passed" else "failed",
-              "output": t["message"][-2000:]} for t in result.tests]
+              "output": capped(visible(t["message"]), 2000, keep="tail")}
+             for t in result.tests]
     data = {"score": result.score, "tests": tests}
     if result.reason:
-        data["output"] = result.reason
+        data["output"] = visible(result.reason, 2000)
     return data
 
 
 def junit_xml(results: list, spec: Spec) -> str:
-    suites = ET.Element("testsuites", name=spec.assignment)
+    """JUnit XML that stays well-formed whatever bytes a student's names, kernel lines and
+    messages hold (:func:`harness.untrusted.visible` escapes what XML 1.0 forbids)."""
+    v = visible
+    suites = ET.Element("testsuites", name=v(spec.assignment))
     for r in results:
-        suite = ET.SubElement(suites, "testsuite", name=r.student, tests=str(len(r.tests) or 1))
+        name = v(r.student)
+        suite = ET.SubElement(suites, "testsuite", name=name, tests=str(len(r.tests) or 1))
         if not r.tests:
-            case = ET.SubElement(suite, "testcase", classname=r.student, name="submission")
-            ET.SubElement(case, "failure", message=r.reason or r.status)
+            case = ET.SubElement(suite, "testcase", classname=name, name="submission")
+            ET.SubElement(case, "failure", message=v(r.reason or r.status, 2000))
         for t in r.tests:
-            case = ET.SubElement(suite, "testcase", classname=r.student, name=t["test"],
+            case = ET.SubElement(suite, "testcase", classname=name, name=v(t["test"]),
                                  time=str(t.get("seconds", 0)))
             if t["outcome"] != "passed":
-                ET.SubElement(case, "failure", message=t["message"][:200]).text = t["message"]
+                message = v(t["message"])
+                ET.SubElement(case, "failure", message=message[:200]).text = message
             if t.get("kernel_lines"):
-                ET.SubElement(case, "system-out").text = "\n".join(t["kernel_lines"])
+                ET.SubElement(case, "system-out").text = "\n".join(
+                    v(line) for line in t["kernel_lines"])
     return ET.tostring(suites, encoding="unicode")
 
 
@@ -131,8 +154,13 @@ def _outliers(values: dict[str, float], unit: str) -> list[tuple[str, str]]:
             if value > 3 * max(middle, 1)]
 
 
+def _escape(text: str) -> str:
+    """HTML text of a string a student may control: control characters visible, then escaped."""
+    return html.escape(visible(text))
+
+
 def _histogram_svg(view: ClassView) -> str:
-    e = html.escape
+    e = _escape
     peak = max((count for _, count in view.histogram), default=0) or 1
     bar_w, height = 44, 120
     top = 16  # room for the count above the tallest bar
@@ -153,7 +181,7 @@ def _histogram_svg(view: ClassView) -> str:
 
 
 def _class_summary(view: ClassView) -> str:
-    e = html.escape
+    e = _escape
     rates = "".join(
         f"<tr><td class=test>{e(name)}</td><td>{passed}/{ran}</td><td><span class=bar "
         f'style="width:{round(100 * passed / ran) if ran else 0}%"></span></td></tr>'
@@ -196,7 +224,7 @@ def _coverage_line(item: dict) -> str:
 
 
 def html_report(results: list, spec: Spec) -> str:
-    e = html.escape
+    e = _escape
     rows = []
     for r in results:
         details = []

@@ -17,14 +17,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.grade.extract import SUFFIXES, UnsafeSubmission, extract, student_name
+from harness.grade.extract import UnsafeSubmission, extract
+from harness.grade.roster import Entry, find_submissions
 from harness.grade.spec import Spec, late_penalty_percent, load_spec
 from harness.paths import atomic_write
+from harness.untrusted import one_line
 
 
 @dataclass
 class StudentResult:
-    student: str
+    student: str  # the name as people read it (roster.Entry.name: escaped)
     score: float
     max_score: float
     status: str  # graded | rejected | incomplete
@@ -34,18 +36,13 @@ class StudentResult:
     tests: list[dict] = field(default_factory=list)
     # spec `coverage: true`: per file of the student's, the lines the tests reached
     coverage: list[dict] = field(default_factory=list)
+    key: str = ""  # roster.Entry.key: the folder under OUT/students (the name when plain)
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.student
 
     def to_dict(self) -> dict:
         return dict(vars(self))
-
-
-def find_submissions(folder: Path) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not (path.is_dir() or path.name.endswith(SUFFIXES)):
-            continue
-        found[student_name(path)] = path
-    return found
 
 
 def max_points(spec: Spec) -> dict[str, float]:
@@ -72,24 +69,28 @@ print(json.dumps(points))
 """
 
 
-def score_student(name: str, out: Path, spec: Spec, points: dict[str, float],
+def score_student(entry: Entry | str, out: Path, spec: Spec, points: dict[str, float],
                   submitted: dt.datetime) -> StudentResult:
-    tests_dir = out / "students" / name / "tests"
+    """A student's result from their finished tests' records (``entry``: the roster's entry,
+    or a plain name that is its own key)."""
+    key, name = (entry, entry) if isinstance(entry, str) else (entry.key, entry.name)
+    note = "" if isinstance(entry, str) else entry.note
+    tests_dir = out / "students" / key / "tests"
     records = {p.stem: json.loads(p.read_text()) for p in sorted(tests_dir.glob("*.json"))}
     total = sum(points.values())
     if set(points) - set(records):
         missing = ", ".join(sorted(set(points) - set(records)))
         return StudentResult(name, 0.0, total, "incomplete", f"not run yet: {missing}",
-                             tests=list(records.values()))
+                             tests=list(records.values()), key=key)
     earned = sum(r["earned"] for r in records.values())
     warnings = {(d["file"], d["line"], d["message"]) for r in records.values()
                 for d in r.get("diagnostics", []) if d["severity"] == "warning"}
     warning_penalty = spec.warning_penalty * len(warnings) if spec.warnings == "penalize" else 0
     late = late_penalty_percent(spec, submitted)
     score = max(0.0, earned - warning_penalty) * (1 - late / 100)
-    return StudentResult(name, round(score, 2), total, "graded",
+    return StudentResult(name, round(score, 2), total, "graded", note,
                          late_penalty_percent=late, warning_penalty=warning_penalty,
-                         tests=[records[t] for t in points])
+                         tests=[records[t] for t in points], key=key)
 
 
 def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade: bool = False,
@@ -101,31 +102,34 @@ def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade:
     out = out.resolve()
     (out / "students").mkdir(parents=True, exist_ok=True)
     points = max_points(spec)
-    found = find_submissions(submissions)
+    found, litter = find_submissions(submissions)
+    for line in litter:
+        print(f"harness grade: left out, not a submission: {line}", file=log)
     if not found:
         raise ValueError(f"{submissions}: no submissions (folders, .zip or .tar.gz) found")
     pending: dict[str, dict] = {}
-    for name, path in found.items():
-        student_dir = out / "students" / name
+    for entry in found:
+        student_dir = out / "students" / entry.key
         if not regrade and not (student_dir / "result.json").is_file():
             # An interrupted run may have finished every test of this student already.
-            recovered = score_student(name, out, spec, points, _mtime_dt(path))
+            recovered = score_student(entry, out, spec, points, _mtime_dt(entry.path))
             if recovered.status == "graded":
                 atomic_write(student_dir / "result.json",
                               json.dumps(recovered.to_dict(), indent=1))
         if (student_dir / "result.json").is_file() and not regrade:
-            print(f"harness grade: {name}: already graded (use --regrade to redo)", file=log)
+            print(f"harness grade: {entry.name}: already graded (use --regrade to redo)",
+                  file=log)
             continue
         shutil.rmtree(student_dir / "tests", ignore_errors=True)
         (student_dir / "result.json").unlink(missing_ok=True)
-        try:
-            module_dir = extract(path, out / "work" / name, spec.max_archive_bytes, spec.max_files)
-        except UnsafeSubmission as err:
-            result = StudentResult(name, 0.0, sum(points.values()), "rejected", str(err))
+        reason = _unpack(entry, out / "work" / entry.key, spec)
+        if isinstance(reason, str):
+            result = StudentResult(entry.name, 0.0, sum(points.values()), "rejected",
+                                   "; ".join(filter(None, (reason, entry.note))), key=entry.key)
             atomic_write(student_dir / "result.json", json.dumps(result.to_dict(), indent=1))
-            print(f"harness grade: {name}: rejected: {err}", file=log)
+            print(f"harness grade: {entry.name}: rejected: {reason}", file=log)
             continue
-        pending[name] = {"module_dir": str(module_dir)}
+        pending[entry.key] = {"module_dir": str(reason), "name": entry.name}
     if pending:
         project = (vm_project or Path.cwd()).resolve()
         args = [f"--vm-project={project}", *spec.pytest_args(), *(vm_args or [])]
@@ -136,17 +140,18 @@ def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade:
         _run_tests(spec, out, pending, jobs, args, log)
     results = []
     covered = student_coverage(out, pending) if spec.coverage and pending else {}
-    for name, path in found.items():
-        result_file = out / "students" / name / "result.json"
-        if name in pending:
-            result = score_student(name, out, spec, points, _mtime_dt(path))
-            result.coverage = covered.get(name, [])
+    for entry in found:
+        result_file = out / "students" / entry.key / "result.json"
+        if entry.key in pending:
+            result = score_student(entry, out, spec, points, _mtime_dt(entry.path))
+            result.coverage = covered.get(entry.key, [])
             if result.status == "graded":
                 atomic_write(result_file, json.dumps(result.to_dict(), indent=1))
         elif result_file.is_file():
             result = StudentResult(**json.loads(result_file.read_text()))
         else:
-            continue
+            result = StudentResult(entry.name, 0.0, sum(points.values()), "incomplete",
+                                   "no result was recorded", key=entry.key)
         results.append(result)
     from harness.grade.report import write_reports
 
@@ -179,6 +184,19 @@ def student_coverage(out: Path, pending: dict[str, dict]) -> dict[str, list[dict
     return found
 
 
+def _unpack(entry: Entry, target: Path, spec: Spec) -> Path | str:
+    """The module folder of one submission, or the reason it cannot be graded. This is the
+    boundary between students: whatever one submission does to the unpacking, the others are
+    graded, so an error nobody foresaw is that student's reason too (and says it is ours)."""
+    try:
+        return extract(entry.path, target, spec.max_archive_bytes, spec.max_files)
+    except UnsafeSubmission as err:
+        return one_line(str(err), 500)
+    except Exception as err:  # noqa: BLE001 - see the docstring: one student, one row
+        return one_line(f"the submission could not be unpacked ({type(err).__name__}: {err}); "
+                        "this is a harness bug, please report it", 500)
+
+
 def _vm_running(project: Path) -> bool:
     from harness.vm import VM, VMSettings
 
@@ -194,7 +212,7 @@ def _vm_running(project: Path) -> bool:
 
 
 def _mtime_dt(path: Path) -> dt.datetime:
-    return dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(path.lstat().st_mtime, tz=dt.timezone.utc)
 
 
 def _run_tests(spec: Spec, out: Path, pending: dict[str, dict], jobs: int,

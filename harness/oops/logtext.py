@@ -70,8 +70,18 @@ def find_all(text: str, word: str) -> Iterator[int]:
 
 
 def unescape(text: str) -> str:
-    """A /dev/kmsg record's text with its ``\\xNN`` escapes decoded."""
-    return _KMSG_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    """A /dev/kmsg record's text with its ``\\xNN`` escapes decoded: the kernel escapes every
+    byte outside printable ASCII, so the bytes are read back as UTF-8 (``\\xc3\\xa9`` is
+    ``é``); a byte that is not UTF-8 stays written as ``\\xNN``. Control characters come back
+    as themselves, for tests to match; :func:`harness.untrusted.visible` escapes them again
+    wherever a line lands in a file."""
+    if "\\x" not in text:
+        return text
+    raw = _KMSG_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    try:
+        return raw.encode("latin-1").decode("utf-8", errors="backslashreplace")
+    except UnicodeEncodeError:  # not kmsg's own ASCII: characters beyond a byte were there
+        return raw
 
 
 @dataclass(frozen=True)

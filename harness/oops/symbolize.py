@@ -12,9 +12,10 @@ import functools
 import re
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from harness.oops.detect import Frame, Report, parse_frame
+from harness.untrusted import MAX_SOURCE_LINE, find_confined, one_line, read_source_line
 
 # KASAN's history of the object: who allocated it, who freed it (and queued work on it).
 _HISTORY_HEADER = re.compile(r"^(?P<event>Allocated|Freed|Last potentially related work "
@@ -36,7 +37,7 @@ class SourceLocation:
 @functools.lru_cache(maxsize=64)
 def _symbols(ko: Path, mtime: float) -> dict[str, tuple[str, int]]:
     out = subprocess.run(["objdump", "-t", str(ko)], capture_output=True, text=True,
-                         check=False).stdout
+                         errors="replace", check=False).stdout
     table: dict[str, tuple[str, int]] = {}
     for line in out.splitlines():
         parts = line.split()
@@ -50,7 +51,7 @@ def _symbols(ko: Path, mtime: float) -> dict[str, tuple[str, int]]:
 def _functions(ko: Path, mtime: float) -> list[tuple[str, int, int, str]]:
     """(section, value, size, name) of every function symbol of ``ko``."""
     out = subprocess.run(["objdump", "-t", str(ko)], capture_output=True, text=True,
-                         check=False).stdout
+                         errors="replace", check=False).stdout
     found = []
     for line in out.splitlines():
         parts = line.split()
@@ -76,8 +77,10 @@ def locate(ko: Path, frame: Frame, return_address: bool, source_roots: list[Path
         return []
     section, value = symbols[frame.function]
     address = value + frame.offset - (1 if return_address and frame.offset else 0)
+    # The module's author wrote the file names in its debug information: any bytes.
     out = subprocess.run(["addr2line", "-f", "-i", "-e", str(ko), "-j", section, hex(address)],
-                         capture_output=True, text=True, check=False).stdout.split("\n")
+                         capture_output=True, text=True, errors="surrogateescape",
+                         check=False).stdout.split("\n")
     locations = []
     for function, where in zip(out[0::2], out[1::2], strict=False):
         file, _, line_text = where.rpartition(":")
@@ -86,25 +89,24 @@ def locate(ko: Path, frame: Frame, return_address: bool, source_roots: list[Path
             continue
         line = int(line_text)
         shown, source = _find_source(file, line, source_roots)
-        locations.append(SourceLocation(function, shown, line, source))
+        locations.append(SourceLocation(one_line(function, 200), shown, line, source))
     return locations
 
 
 def _find_source(file: str, line: int, roots: list[Path]) -> tuple[str, str | None]:
-    """The host copy of a guest source path (matched by trailing path parts), and its line."""
-    parts = Path(file).parts
-    for root in roots:
-        for depth in range(len(parts), 0, -1):
-            candidate = root.joinpath(*parts[-depth:])
-            if candidate.is_file():
-                lines = candidate.read_text(errors="replace").splitlines()
-                text = lines[line - 1] if 0 < line <= len(lines) else None
-                try:
-                    shown = str(candidate.resolve().relative_to(Path.cwd()))
-                except ValueError:
-                    shown = str(candidate)
-                return shown, text
-    return Path(file).name, None
+    """The host copy of a guest source path (matched by trailing path parts), and its line.
+
+    ``file`` comes from the module's debug information, which its author wrote: only files
+    inside ``roots`` are read, never through a link (:mod:`harness.untrusted`), so a
+    ``#line 1 "/proc/self/environ"`` names a file that is shown as a name and never opened."""
+    found = find_confined(roots, file)
+    if found is None:
+        return one_line(PurePosixPath(file).name or file, MAX_SOURCE_LINE), None
+    try:
+        shown = str(found.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(found)
+    return shown, read_source_line(found, line)
 
 
 @dataclass(frozen=True)

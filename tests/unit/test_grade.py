@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.grade.extract import UnsafeSubmission, extract, student_name
+from harness.grade.extract import UnsafeSubmission, extract
 from harness.grade.report import (
     class_view,
     gradebook_csv,
@@ -20,6 +20,7 @@ from harness.grade.report import (
     html_report,
     junit_xml,
 )
+from harness.grade.roster import student_name
 from harness.grade.runner import StudentResult, find_submissions, max_points, score_student
 from harness.grade.spec import SpecError, late_penalty_percent, load_spec
 
@@ -160,7 +161,9 @@ def test_a_broken_archive_is_a_reason_not_a_crash(tmp_path):
 
 
 def test_example_submissions_are_found():
-    names = set(find_submissions(EXAMPLE / "submissions"))
+    entries, litter = find_submissions(EXAMPLE / "submissions")
+    names = {entry.key for entry in entries}
+    assert litter == [] and all(entry.name == entry.key for entry in entries)
     expected = set(__import__("yaml").safe_load((EXAMPLE / "expected-scores.yaml").read_text()))
     assert names == expected
 

@@ -278,11 +278,16 @@ def test_build_outputs_are_split_into_modules_and_gcov_notes():
     assert ko == {"a.ko": b"1", "sub/b.ko": b"2"} and notes == {"a.gcno": b"3"}
 
 
-def test_profiling_is_a_make_variable_and_its_folder_part_of_the_build_key():
-    # The same sources profiled in another folder: their counters live under that folder.
+def test_profiling_is_a_make_variable_and_the_build_folder_part_of_the_build_key():
+    # kbuild's M= decides the outcome (a folder it refuses fails; objects carry the folder),
+    # so identical sources in another folder are another build, profiled or not.
     assert make_command("/tmp/x", profile=True).endswith(" GCOV_PROFILE=y modules 2>&1")
     assert "GCOV" not in make_command("/tmp/x")
-    plain = build_key("d", "6.1", "")
-    profiled = build_key("d", "6.1", "", profile_in="/tmp/harness/a-1")
-    assert len({plain, profiled, build_key("d", "6.1", "", profile_in="/tmp/harness/b-2")}) == 3
-    assert profiled == build_key("d", "6.1", "", profile_in="/tmp/harness/a-1")
+    plain = build_key("d", "6.1", "", "/tmp/harness/a-1")
+    profiled = build_key("d", "6.1", "", "/tmp/harness/a-1", profile=True)
+    elsewhere = build_key("d", "6.1", "", "/tmp/harness/b-2")
+    assert len({plain, profiled, elsewhere,
+                build_key("d", "6.1", "", "/tmp/harness/b-2", profile=True)}) == 4
+    assert profiled == build_key("d", "6.1", "", "/tmp/harness/a-1", profile=True)
+
+
