@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import secrets
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -37,9 +38,19 @@ FREE_EVENTS = ("kfree", "kmem_cache_free")
 BUFFER_KB = 8192  # per CPU
 SETTLE_S = (1.0,)  # kfree_rcu frees after a grace period: look once more before a verdict
 
-# The pairing of parse_trace, in the guest, over a trace that may hold 100,000 frees.
+# A second instance that only counts the modules area's allocations, independently of the
+# ledger's: a module that switches the ledger's recording off and on again (kernel code can
+# write its tracing_on, or call trace_array_set_clr_event) leaves allocations here that the
+# ledger lacks. (kprobes cannot watch the switches: all of kernel/trace is notrace.)
+CHECK_INSTANCE = "/sys/kernel/tracing/instances/harness-kmem-check"
+ALLOC_EVENTS = ("kmalloc", "kmem_cache_alloc")
+STATE = "harness-kmem-state"  # the lines the read script adds after the live allocations
+
+# The pairing of parse_trace, in the guest, over a trace that may hold 100,000 frees; it also
+# counts the allocations and finds this start's marker.
 LIVE_ONLY_AWK = r"""
 /\[LOST [0-9]+ EVENTS\]/ { print; next }
+index($0, "tracing_mark_write: " mark) { marked = 1; next }
 {
   event = ""; ptr = ""
   for (i = 1; i <= NF; i++) {
@@ -48,9 +59,13 @@ LIVE_ONLY_AWK = r"""
   }
   if (ptr == "") next
   if (event == "kfree:" || event == "kmem_cache_free:") delete live[ptr]
-  else live[ptr] = $0
+  else { live[ptr] = $0; allocations++ }
 }
-END { for (p in live) print live[p] }
+END {
+  for (p in live) print live[p]
+  print "harness-kmem-state allocations " allocations + 0
+  print "harness-kmem-state marked " marked + 0
+}
 """
 
 _EVENT = re.compile(
@@ -172,15 +187,20 @@ EVENT_FILTERS = {"kmalloc": _MODULE_SITES, "kmem_cache_alloc": _MODULE_SITES,
                  "kfree": "ptr != 0", "kmem_cache_free": _MODULE_SITES}  # kfree(NULL) frees nothing
 # Steps chained with && (a failure stops the rest, without set -e: callers send these scripts
 # inside larger ones, and a subshell to hold set -e costs a fork).
+def _instance_set_up(instance: str, events: dict[str, str]) -> list[str]:
+    return ([f"mkdir -p {instance}", f"echo 0 > {instance}/tracing_on",
+             f"{{ read -r size < {instance}/buffer_size_kb && [ \"$size\" = {BUFFER_KB} ] || "
+             f"echo {BUFFER_KB} > {instance}/buffer_size_kb; }}"]
+            + [f"echo '{condition}' > {instance}/events/kmem/{event}/filter"
+               for event, condition in events.items()]
+            + [f"echo 1 > {instance}/events/kmem/{event}/enable" for event in events])
+
+
 _SET_UP = " &&\n".join(
-    [f"mkdir -p {INSTANCE}", f"echo 0 > {INSTANCE}/tracing_on",
-     f"{{ read -r size < {INSTANCE}/buffer_size_kb && [ \"$size\" = {BUFFER_KB} ] || "
-     f"echo {BUFFER_KB} > {INSTANCE}/buffer_size_kb; }}"]
-    + [f"echo '{condition}' > {INSTANCE}/events/kmem/{event}/filter"
-       for event, condition in EVENT_FILTERS.items()]
-    + [f"echo 1 > {INSTANCE}/events/kmem/{event}/enable" for event in EVENT_FILTERS])
-_READY = (f"{{ read -r enabled 2>/dev/null < {INSTANCE}/events/kmem/{FREE_EVENTS[-1]}/enable "
-          "&& [ \"$enabled\" = 1 ]; }")
+    _instance_set_up(INSTANCE, EVENT_FILTERS)
+    + _instance_set_up(CHECK_INSTANCE, {event: EVENT_FILTERS[event] for event in ALLOC_EVENTS}))
+_READY = (f"{{ read -r enabled 2>/dev/null < "
+          f"{CHECK_INSTANCE}/events/kmem/{ALLOC_EVENTS[-1]}/enable && [ \"$enabled\" = 1 ]; }}")
 _SET_UP_UNLESS_READY = f"{{ {_READY} || {{\n{_SET_UP}\n}}; }}"
 # What the clean snapshot holds of the ledger: a saved VM set up otherwise is replaced.
 SET_UP_DIGEST = hashlib.sha256(_SET_UP_UNLESS_READY.encode()).hexdigest()[:12]
@@ -195,11 +215,15 @@ def prepare_guest(transport: Transport) -> bool:
 
 @dataclass
 class KmemLedger:
-    """Start it before the module is loaded; ask it after."""
+    """Start it before the module is loaded; ask it after. Each answer first checks that the
+    recording ran uninterrupted since the start (:meth:`interruptions`): the module under test
+    runs in the same kernel as the tracing that watches it."""
 
     transport: Transport
     spans: dict[str, ModuleSpan] = field(default_factory=dict)
     started: bool = False
+    # This start's marker in the buffer: gone when something cleared the records since.
+    mark: str = field(default_factory=lambda: f"harness-kmem-start-{secrets.token_hex(8)}")
 
     def _sh(self, script: str, timeout: float = 60.0) -> str:
         result = self.transport.run(script, sudo=True, timeout=timeout)
@@ -213,19 +237,26 @@ class KmemLedger:
         self._sh(self.start_script())
         self.started = True
 
-    @staticmethod
-    def start_script() -> str:
+    def start_script(self) -> str:
         """What :meth:`start` runs, for a caller that sends it with another command. The
-        tracing instance, its buffer and its enabled events are normally there already
+        tracing instances, their buffers and enabled events are normally there already
         (:func:`prepare_guest`, before the clean snapshot); the script sets them up only on a
-        guest that lacks them."""
+        guest that lacks them. The ledger records before the check instance starts counting
+        (and is read after it), so the check never counts an allocation the ledger could not
+        have seen."""
+        self.mark = f"harness-kmem-start-{secrets.token_hex(8)}"
         return (f"{_SET_UP_UNLESS_READY} &&\necho 0 > {INSTANCE}/tracing_on &&\n"
-                f": > {INSTANCE}/trace &&\necho 1 > {INSTANCE}/tracing_on")
+                f"echo 0 > {CHECK_INSTANCE}/tracing_on &&\n"
+                f": > {INSTANCE}/trace &&\n: > {CHECK_INSTANCE}/trace &&\n"
+                f"echo 1 > {INSTANCE}/tracing_on &&\n"
+                f"echo {self.mark} > {INSTANCE}/trace_marker &&\n"
+                f"echo 1 > {CHECK_INSTANCE}/tracing_on")
 
     def stop(self) -> None:
-        """Stop recording (the instance stays for the next ledger)."""
+        """Stop recording (the instances stay for the next ledger)."""
         if self.started:
-            self.transport.run(f"echo 0 > {INSTANCE}/tracing_on", sudo=True, timeout=60)
+            self.transport.run(f"echo 0 > {INSTANCE}/tracing_on; "
+                               f"echo 0 > {CHECK_INSTANCE}/tracing_on", sudo=True, timeout=60)
             self.started = False
 
     def remember(self, span: ModuleSpan) -> None:
@@ -239,17 +270,35 @@ class KmemLedger:
             raise LedgerError("the kmem ledger was not started before the module was loaded")
         return self.live_from(self.transport.run(self.read_script(), sudo=True, timeout=120))
 
-    @staticmethod
-    def read_script() -> str:
+    def read_script(self) -> str:
         """What :meth:`live` runs, for a caller that sends it with other commands."""
-        # Paired in the guest: only the allocations still live (and lost-event marks) cross.
-        return f"awk {shlex.quote(LIVE_ONLY_AWK)} {INSTANCE}/trace"
+        # Paired in the guest: only the allocations still live (and lost-event marks) cross,
+        # then the state that tells whether the recording ran uninterrupted. The check
+        # instance is counted first: it started after the ledger and is read before it.
+        counted = "|".join(ALLOC_EVENTS)
+        state = "; ".join(
+            [f"echo {STATE} checked $(grep -cE ' ({counted}): ' {CHECK_INSTANCE}/trace)",
+             f"awk -v mark={shlex.quote(self.mark)} {shlex.quote(LIVE_ONLY_AWK)} "
+             f"{INSTANCE}/trace",
+             f"echo {STATE} tracing_on $(cat {INSTANCE}/tracing_on)"]
+            + [f"echo {STATE} enable:{event} $(cat {INSTANCE}/events/kmem/{event}/enable)"
+               for event in EVENT_FILTERS]
+            + [f"echo {STATE} filter:{event} $(cat {INSTANCE}/events/kmem/{event}/filter)"
+               for event in EVENT_FILTERS])
+        return state
 
     def live_from(self, result: CommandResult) -> dict[str, Allocation]:
         """:meth:`live` of a :meth:`read_script` run."""
         if not result.ok:
             raise LedgerError(f"the kmem ledger needs tracefs and the kmem events: "
                               f"{(result.stderr or result.stdout).strip()}")
+        problems = interruptions(result.stdout)
+        if problems:
+            raise LedgerError(
+                "the kmem ledger's recording was interrupted during the test: "
+                + "; ".join(problems) + ". What the module allocated and freed cannot be "
+                "checked, so the leak check fails (a module must leave the kernel's tracing "
+                "alone)")
         live, lost = parse_trace(result.stdout)
         if lost:
             raise LedgerError(
@@ -279,6 +328,39 @@ class KmemLedger:
         leaked = self.outstanding(name)
         if leaked:
             raise MemoryLeak(describe(name, leaked, self.spans.get(name)))
+
+
+def interruptions(output: str) -> list[str]:
+    """What the state lines of a :meth:`KmemLedger.read_script` run say went wrong with the
+    recording since the start: switched off, an event disabled or refiltered, the records
+    cleared, or allocations the check instance counted that the ledger lacks."""
+    state: dict[str, str] = {}
+    for line in output.splitlines():
+        if line.startswith(STATE + " "):
+            key, _, value = line[len(STATE) + 1:].partition(" ")
+            state[key] = value.strip()
+    if not state:
+        return []  # no state lines: an older read (tests' fakes); nothing to judge
+    problems = []
+    if state.get("tracing_on") != "1":
+        problems.append(f"its recording was switched off (tracing_on is "
+                        f"{state.get('tracing_on') or 'unreadable'})")
+    for event, condition in EVENT_FILTERS.items():
+        if state.get(f"enable:{event}") != "1":
+            problems.append(f"the kmem:{event} event was disabled")
+        elif state.get(f"filter:{event}") != condition:
+            problems.append(f"the kmem:{event} event's filter was changed to "
+                            f"{state.get(f'filter:{event}')!r}")
+    if state.get("marked") != "1":
+        problems.append("its records were cleared")
+    try:
+        missing = int(state.get("checked", "0")) - int(state.get("allocations", "0"))
+    except ValueError:
+        missing = 0
+    if missing > 0:
+        problems.append(f"it was switched off for a while: {missing} allocation(s) from the "
+                        "modules area are missing from its records")
+    return problems
 
 
 class MemoryLeak(KernelFailure):

@@ -8,6 +8,7 @@ import pytest
 
 from harness import kmem
 from harness.kmem import LIVE_ONLY_AWK, ModuleSpan, describe, parse_trace
+from harness.transport import CommandResult
 
 TRACE = """\
  insmod-1 [000] ..... 1.0: kmalloc: call_site=llist_init+0x5a/0x1000 [llist] ptr=00000000aaaa bytes_req=32 bytes_alloc=32 gfp_flags=GFP_KERNEL node=-1 accounted=false
@@ -52,11 +53,43 @@ def test_a_leak_is_described_per_call_site():
 
 @pytest.mark.parametrize(("enable", "ready"), [(None, False), ("0", False), ("1", True)])
 def test_the_ledger_is_set_up_unless_its_events_are_enabled(tmp_path, enable, ready):
-    instance = tmp_path / "harness-kmem"
+    # The check instance's last event is what the set-up enables last.
+    instance = tmp_path / "harness-kmem-check"
+    event = instance / "events" / "kmem" / kmem.ALLOC_EVENTS[-1]
     if enable is not None:
-        (instance / "events" / "kmem" / "kmem_cache_free").mkdir(parents=True)
-        (instance / "events" / "kmem" / "kmem_cache_free" / "enable").write_text(enable + "\n")
-    check = kmem._READY.replace(kmem.INSTANCE, str(instance))
+        event.mkdir(parents=True)
+        (event / "enable").write_text(enable + "\n")
+    check = kmem._READY.replace(kmem.CHECK_INSTANCE, str(instance))
     done = subprocess.run(["sh", "-c", f"set -e\nif ! {check}; then echo set up; fi"],
                           capture_output=True, text=True, check=True)
     assert done.stdout == ("" if ready else "set up\n")
+
+
+def _state(**changes: str) -> str:
+    """The state lines a read script prints after an uninterrupted recording, with changes."""
+    state = {"checked": "6", "allocations": "6", "marked": "1", "tracing_on": "1"}
+    state |= {f"enable:{event}": "1" for event in kmem.EVENT_FILTERS}
+    state |= {f"filter:{event}": condition for event, condition in kmem.EVENT_FILTERS.items()}
+    state |= changes
+    return "".join(f"{kmem.STATE} {key} {value}\n" for key, value in state.items())
+
+
+@pytest.mark.parametrize(("changes", "problem"), [
+    ({}, None),
+    ({"tracing_on": "0"}, "its recording was switched off (tracing_on is 0)"),
+    ({"enable:kmalloc": "0"}, "the kmem:kmalloc event was disabled"),
+    ({"filter:kfree": "none"}, "the kmem:kfree event's filter was changed to 'none'"),
+    ({"marked": "0"}, "its records were cleared"),
+    ({"checked": "10"}, "it was switched off for a while: 4 allocation(s) from the modules "
+                        "area are missing from its records"),
+    ({"checked": "3"}, None),  # the check instance counts a shorter window: never a problem
+])
+def test_an_interrupted_recording_is_never_a_pass(changes, problem):
+    assert kmem.interruptions(_state(**changes)) == ([problem] if problem else [])
+    ledger = kmem.KmemLedger(transport=None, started=True)  # type: ignore[arg-type]
+    result = CommandResult("read", 0, TRACE + _state(**changes), "", 0.1)
+    if problem is None:
+        assert ledger.live_from(result)
+    else:
+        with pytest.raises(kmem.LedgerError, match="recording was interrupted during the test"):
+            ledger.live_from(result)
