@@ -11,7 +11,8 @@ Measured side by side in one run, so ratios hold on a noisy shared machine:
   target: an edited module's cycle <= 1/5 of the in-guest build;
 - getting a clean kernel back: snapshot revert vs reboot;
 - grading throughput (students per minute) with --jobs 1 and 2;
-- the oops parser's throughput on ../shared/oops-corpus (MB/s);
+- the oops parser's throughput on ../shared/oops-corpus (MB/s), and `harness oops --json` as a
+  whole process on the corpus concatenated to 18 MB (MB/s; target >= 20);
 - sanitizers: the planted-bug folder's clean control on the stock box and on the debug box side
   by side: its load/unload cycle (ratio debug/stock), what the per-test leak check adds (kmem
   ledger on stock, kmemleak on debug; targets 0.5 s and 2 s), and 20 consecutive runs of the
@@ -23,7 +24,8 @@ Measured side by side in one run, so ratios hold on a noisy shared machine:
 Startup and grading run in a VM project of their own (bench/.project), destroyed at the end.
 
 Usage: python bench/bench.py [--rounds N]
-                             [--only startup,cycle,recovery,grading,parser,sanitizers,coverage]
+                             [--only startup,cycle,recovery,grading,parser,cli,sanitizers,
+                                     coverage]
                              [--json FILE]
 """
 
@@ -63,7 +65,7 @@ from harness.session import (  # noqa: E402
 from harness.transport import SSHTarget  # noqa: E402
 
 PHASES = ("sync", "build", "insmod", "capture", "rmmod")
-SECTIONS = ("startup", "cycle", "recovery", "grading", "parser", "sanitizers", "coverage")
+SECTIONS = ("startup", "cycle", "recovery", "grading", "parser", "cli", "sanitizers", "coverage")
 BENCH_PROJECT = ROOT / "bench" / ".project"
 ASSIGNMENT = ROOT / "examples" / "llist-assignment"
 GRADING_STUDENTS = ("correct", "wrong_output", "memory_not_freed", "null_dereference_on_exit")
@@ -259,6 +261,40 @@ def bench_parser(results: dict) -> None:
     print(f"oops parser: {parts['all'].speed:.1f} MB/s, the fastest of 5 passes (target: >= 20)")
 
 
+CLI_LOG_BYTES = 18_000_000  # the corpus concatenated to a large console log
+
+
+def bench_cli(results: dict) -> None:
+    """`harness oops --json` as users run it, a whole process, on one large log: the corpus
+    (its logs without their expected reports) concatenated to 18 MB."""
+    corpus = ROOT.parent / "shared" / "oops-corpus" / "syzkaller-linux"
+    if not corpus.is_dir():
+        print(f"cli: no corpus at {corpus}; skipped")
+        return
+    logs = []
+    for path in sorted(corpus.iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else 0):
+        text = path.read_bytes()
+        logs.append(text.split(b"\nREPORT:\n", 1)[0] + b"\n")
+    blob, data = b"".join(logs), bytearray()
+    while len(data) < CLI_LOG_BYTES:
+        data += blob
+    with tempfile.NamedTemporaryFile(suffix=".log") as log:
+        log.write(data)
+        log.flush()
+        argv = [sys.executable, "-m", "harness.cli", "oops", "--json", log.name]
+        seconds = []
+        for _ in range(4):  # the first is a warm-up (page cache, .pyc files)
+            started = time.perf_counter()
+            done = subprocess.run(argv, capture_output=True, check=False)
+            seconds.append(time.perf_counter() - started)
+        reports = len(json.loads(done.stdout))
+    best = min(seconds[1:])
+    results["cli"] = {"bytes": len(data), "reports": reports, "seconds": round(best, 3),
+                      "mb_per_s": round(len(data) / best / 1e6, 1)}
+    print(f"harness oops --json on a {len(data) / 1e6:.1f} MB log ({reports} reports): "
+          f"{best:.2f} s, {len(data) / best / 1e6:.1f} MB/s, the fastest of 3 (target: >= 20)")
+
+
 def _control_test(session: HarnessSession, mode: str) -> tuple[float, int, float]:
     """One test of the clean control with leak check ``mode``: (seconds from the test's start
     to its verdict, findings, seconds the verdict took)."""
@@ -422,12 +458,14 @@ def main() -> int:
             bench_grading(results)
         if "parser" in sections:
             bench_parser(results)
+        if "cli" in sections:
+            bench_cli(results)
         if "sanitizers" in sections:
             bench_sanitizers(results, args.rounds)
         if "coverage" in sections:
             bench_coverage(results, args.rounds)
     finally:
-        if set(sections) - {"parser"}:  # the parser's figures need no VM, nor libvirt
+        if set(sections) - {"parser", "cli"}:  # these figures need no VM, nor libvirt
             destroy_bench_vms()
     results["summary"] = summary(results)
     print("\n".join(results["summary"]))
