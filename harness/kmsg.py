@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -151,7 +152,10 @@ class Capture:
         return len(self.lines)
 
     def __contains__(self, text: object) -> bool:
-        return any(str(text) in line for line in self.lines)
+        found = any(str(text) in line for line in self.lines)
+        if not found:
+            warn_if_regex_like(str(text))
+        return found
 
     def __str__(self) -> str:
         return "\n".join(r.console_line() for r in self.refresh().records)
@@ -160,7 +164,10 @@ class Capture:
         """The lines containing ``pattern`` as plain text; a compiled ``re.Pattern`` (or
         ``regex=True``) is searched as a regular expression instead."""
         found = _matcher(pattern, regex)
-        return [line for line in self.lines if found(line)]
+        lines = Matches(line for line in self.lines if found(line))
+        if not lines and isinstance(pattern, str) and not regex:
+            lines.hint = warn_if_regex_like(pattern)
+        return lines
 
     def expect(self, pattern: str | re.Pattern[str], timeout: float = 10.0,
                regex: bool = False) -> str:
@@ -179,10 +186,42 @@ class Capture:
         came = "\n".join(f"  {line}" for line in self.lines[-40:]) or "  (no kernel lines at all)"
         how = "matched the regex" if isinstance(pattern, re.Pattern) or regex else "contained"
         text = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+        hint = warn_if_regex_like(text) if how == "contained" else None
         raise ExpectTimeout(
-            f"no kernel line {how} {text!r} within {timeout:g} s; the lines that did come:\n"
-            f"{came}"
+            f"no kernel line {how} {text!r} within {timeout:g} s"
+            + (f" ({hint})" if hint else "") + f"; the lines that did come:\n{came}"
         )
+
+
+class LiteralPatternWarning(UserWarning):
+    """A plain-text pattern that matched nothing holds regular-expression syntax: a test
+    written when strings were regexes, now searched literally."""
+
+
+# Syntax that means something only to a regex: escapes like \d, .* and .+, anchors.
+_REGEX_ONLY = re.compile(r"\\[dDsSwWbB]|\.[*+]|^\^|(?<!\\)\$$")
+
+
+def warn_if_regex_like(text: str) -> str | None:
+    """When ``text`` (searched as plain text, and not found) holds regex-only syntax, warn and
+    return what to do: since plain strings match literally, ``grep(r"birthday \\d+")`` from
+    before that change would otherwise fail a test in silence."""
+    if not _REGEX_ONLY.search(text):
+        return None
+    hint = (f"{text!r} was searched as plain text, and it holds regular-expression syntax: "
+            f"for a regex write re.compile({text!r}) or pass regex=True")
+    warnings.warn(LiteralPatternWarning(hint), stacklevel=3)
+    return hint
+
+
+class Matches(list):
+    """The lines :meth:`Capture.grep` found; when none were and the pattern looked like a
+    regex, its repr (what an assertion's failure shows) says so."""
+
+    hint: str | None = None
+
+    def __repr__(self) -> str:
+        return super().__repr__() + (f"  # {self.hint}" if self.hint else "")
 
 
 def _matcher(pattern: str | re.Pattern[str], regex: bool):

@@ -1,6 +1,8 @@
+import warnings
+
 import pytest
 
-from harness.kmsg import Capture, ExpectTimeout, parse_kmsg
+from harness.kmsg import Capture, ExpectTimeout, LiteralPatternWarning, parse_kmsg
 
 RAW = (
     "6,100,5000000,-;Hello World\n"
@@ -46,3 +48,29 @@ def test_expect_fails_listing_the_lines_that_came():
     with pytest.raises(ExpectTimeout) as failure:
         capture.expect("third", timeout=0)
     assert "first" in str(failure.value) and "second" in str(failure.value)
+
+
+BIRTHDAYS = "6,1,1,-;llist: birthday 1/1/2000\n6,2,2,-;llist: birthday 2/2/2001\n"
+
+
+def test_a_plain_pattern_with_regex_syntax_that_matches_nothing_warns_and_says_how():
+    # A teacher's test file written when strings were regexes: `grep(r"birthday \d+")`.
+    capture = Capture(FakeLog([BIRTHDAYS]), cursor=0)
+    with pytest.warns(LiteralPatternWarning, match=r"re\.compile\('llist: birthday \\\\d\+'\)"):
+        found = capture.grep(r"llist: birthday \d+")
+    assert found == [] and "regex=True" in repr(found)  # what a failing assertion shows
+    with pytest.warns(LiteralPatternWarning):
+        assert r"birthday \d+/" not in capture
+    with pytest.warns(LiteralPatternWarning), pytest.raises(ExpectTimeout) as failure:
+        capture.expect("^llist: .*2001$", timeout=0)
+    assert "holds regular-expression syntax" in str(failure.value)
+
+
+def test_plain_patterns_that_match_or_hold_no_regex_syntax_do_not_warn():
+    capture = Capture(FakeLog([BIRTHDAYS]), cursor=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(capture.grep(r"llist: birthday \d+", regex=True)) == 2
+        assert capture.grep("birthday 1/1") == ["llist: birthday 1/1/2000"]
+        assert capture.grep("costs $5 or 1.5x") == []
+        assert "nothing like this" not in capture
