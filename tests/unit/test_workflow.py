@@ -118,3 +118,12 @@ def test_a_row_running_the_whole_suite_builds_every_box_its_tests_ask_for():
             built = {entry["box"], *entry.get("other_boxes", "").split()}
             assert asked <= built, entry
 
+
+
+def test_the_token_can_only_read_and_no_checkout_keeps_credentials():
+    workflow = _workflow()
+    assert workflow["permissions"] == {"contents": "read"}
+    checkouts = [step for job in workflow["jobs"].values() for step in job["steps"]
+                 if step.get("uses", "").startswith("actions/checkout@")]
+    assert checkouts and all(step.get("with", {}).get("persist-credentials") is False
+                             for step in checkouts)
