@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.grade.extract import UnsafeSubmission, extract
 from harness.grade.roster import Entry, find_submissions
 from harness.grade.spec import Spec, late_penalty_percent, load_spec
@@ -135,7 +136,7 @@ def grade(submissions: Path, spec_path: Path, out: Path, jobs: int = 1, regrade:
         args = [f"--vm-project={project}", *spec.pytest_args(), *(vm_args or [])]
         if spec.coverage:
             args.append(f"--vm-coverage-dir={out / COVERAGE_DIR}")
-        if _vm_running(project):
+        if _vm_running(project, log):
             args.append("--vm-reuse")  # someone's VM: use it from its clean snapshot, keep it
         _run_tests(spec, out, pending, jobs, args, log)
     results = []
@@ -197,18 +198,22 @@ def _unpack(entry: Entry, target: Path, spec: Spec) -> Path | str:
                         "this is a harness bug, please report it", 500)
 
 
-def _vm_running(project: Path) -> bool:
-    from harness.vm import VM, VMSettings
-
+def _vm_running(project: Path, log=None) -> bool:
+    """Whether ``project``'s VM is running: someone's VM, which the grading run uses from its
+    clean snapshot and leaves running. When that cannot be told it counts as running: a VM
+    left up costs memory, a VM taken away loses someone's work."""
     if not (project / ".harness").is_dir():
         return False
-    try:
-        from harness.boxes import load_catalogue
+    from harness.boxes import load_catalogue
+    from harness.vm import VM, VMSettings
 
+    try:
         box = load_catalogue(project_dir=project).get(None)
         return VM(VMSettings(box=box), project_dir=project).is_running()
-    except Exception:  # noqa: BLE001 - no VM, no Vagrant, a broken state folder: not running
-        return False
+    except (HarnessError, OSError) as err:
+        print(f"harness grade: cannot tell whether the VM of {project} is running ({err}); "
+              "it is used as a running one and left running", file=log or sys.stderr)
+        return True
 
 
 def _mtime_dt(path: Path) -> dt.datetime:

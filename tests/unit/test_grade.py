@@ -284,3 +284,20 @@ def test_each_student_gets_the_coverage_of_their_own_files(tmp_path):
     assert "coverage of llist.c: 28/30 lines reached by the tests (93 %); never reached: " \
            "lines 53-54, 60" in page
     assert "<span class=cov" in page and "93 % lines" in page
+
+
+def test_a_vm_whose_state_cannot_be_told_is_kept_not_taken_away(tmp_path, monkeypatch):
+    from harness import boxes
+    from harness.errors import ConfigurationError
+    from harness.grade.runner import _vm_running
+
+    assert _vm_running(tmp_path) is False  # no VM folder at all: nobody's VM
+
+    def broken(**kwargs):
+        raise ConfigurationError("boxes.yaml: not valid YAML")
+
+    (tmp_path / ".harness").mkdir()
+    monkeypatch.setattr(boxes, "load_catalogue", broken)
+    log = io.StringIO()
+    assert _vm_running(tmp_path, log) is True
+    assert "cannot tell whether the VM" in log.getvalue() and "not valid YAML" in log.getvalue()

@@ -67,6 +67,21 @@ def test_must_crash(guest):
 @pytest.mark.expect_oops("kernel BUG")
 def test_must_crash_but_does_not(guest):
     pass
+
+
+@pytest.mark.expect_oops("BUG: unable to handle kernel NULL pointer dereference")
+def test_must_crash_and_the_crash_fails_a_command(guest):
+    from harness.errors import CommandFailed
+    from harness.transport import CommandResult
+
+    guest.transport.log(*console("null_exit"))
+    raise CommandFailed(CommandResult("rmmod crashy", 137, "", "Killed"))  # what rmmod says
+
+
+@pytest.mark.expect_oops("BUG: unable to handle kernel NULL pointer dereference")
+def test_must_crash_and_asserts_something_else(guest):
+    guest.transport.log(*console("null_exit"))
+    assert 1 + 1 == 3, "an assertion the crash did not cause"
 """
 
 
@@ -79,12 +94,18 @@ def test_the_plugin_judges_each_test_by_its_kernel(pytester: pytest.Pytester, mo
     pytester.makeconftest(SCRIPTED_CONFTEST)
     pytester.makepyfile(test_scripted=SCRIPTED_TESTS)
     result = pytester.runpytest("-p", "no:cacheprovider", "-rA", "--junitxml=junit.xml")
-    result.assert_outcomes(passed=2, failed=2)
+    result.assert_outcomes(passed=3, failed=3)
     outcomes = {r.nodeid.split("::")[1]: r.outcome
                 for r in result.reprec.getreports("pytest_runtest_logreport")  # type: ignore[attr-defined]
                 if r.when == "call"}
     assert outcomes == {"test_quiet": "passed", "test_crashes": "failed",
-                        "test_must_crash": "passed", "test_must_crash_but_does_not": "failed"}
+                        "test_must_crash": "passed", "test_must_crash_but_does_not": "failed",
+                        # What the crash caused is forgiven; an unrelated assertion is not.
+                        "test_must_crash_and_the_crash_fails_a_command": "passed",
+                        "test_must_crash_and_asserts_something_else": "failed"}
+    assert ("the expected kernel crash happened (BUG: unable to handle kernel NULL pointer "
+            "dereference in crashy_null_write), but the test failed for another reason"
+            in result.stdout.str())
     crashed = next(r for r in result.reprec.getreports("pytest_runtest_logreport")  # type: ignore[attr-defined]
                    if r.nodeid.endswith("test_crashes") and r.when == "call")
     text = str(crashed.longrepr)
