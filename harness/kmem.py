@@ -138,7 +138,8 @@ class ModuleSpan:
         roots = [self.source_dir] if self.source_dir else []
         places = locate(self.ko, frame, return_address=True, source_roots=roots)
         own = [p for p in places if p.source is not None]
-        return (own or places or [None])[0]
+        # Without any source at hand: the outermost place, the module function's own line.
+        return own[0] if own else (places[-1] if places else None)
 
     def where(self, call_site: str) -> str:
         """``llist_init+0x5a at llist.c:38: <the line>``, or the call site as it is."""

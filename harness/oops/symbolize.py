@@ -181,8 +181,9 @@ def symbolize(report: Report, modules: dict[str, tuple[Path, Path]],
         if not found:
             continue
         # The module's own line (its source is at hand), not an inlined kernel header's:
-        # kmalloc() of slab.h, spin_lock() of spinlock.h.
-        inner = next((place for place in found if place.source is not None), found[0])
+        # kmalloc() of slab.h, spin_lock() of spinlock.h. Without any source at hand, the
+        # outermost place: the module function's own line, not the header inlined into it.
+        inner = next((place for place in found if place.source is not None), found[-1])
         text = f"{frame} at {inner}" + (f": {inner.source.strip()}" if inner.source else "")
         report.symbolized.append(text)
         if frame is report.module_frame and report.location is None:
@@ -214,7 +215,7 @@ def object_history(report: Report, modules: dict[str, tuple[Path, Path]]) -> lis
         text = f"{event} by {frame.function}"
         if found:
             own = [p for p in found if p.source is not None]
-            place = (own or found)[0]
+            place = own[0] if own else found[-1]
             text += f" at {place}" + (f": {place.source.strip()}" if place.source else "")
         history.append(text)
         done = True

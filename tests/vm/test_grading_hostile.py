@@ -11,7 +11,8 @@ Every class has its own cases, each with its exact outcome:
 3. unreadable submissions (encrypted zip, zstd zip, a symlink loop, an undecodable file name)
    each get a row with the reason, and grading goes on;
 4. control characters in kernel lines and a build printing 50 MB land escaped and bounded;
-5. a module switching the ledger's recording off (and on again) fails the leak check saying so.
+5. a module switching the ledger's recording off (and on again, or disabling its kmalloc
+   event for a while) fails the leak check saying so.
 """
 
 from __future__ import annotations
@@ -45,25 +46,37 @@ NAMES = {
     "new\nline": "new\\nline",
     os.fsdecode(b"Jos\xe9 Latin-1"): "Jos\\xe9 Latin-1",
     "-rf": "'-rf",  # the gradebook neutralizes what a spreadsheet would run
-    "=HYPERLINK(\"http://x\")": "'=HYPERLINK(\"http://x\")",
+    "=HYPERLINK(\"x\")": "'=HYPERLINK(\"x\")",
     ".hidden": ".hidden",
     "L" * 255: "L" * 255,
     "zz_plain": "zz_plain",  # graded after them all, with the same sources
 }
 
+# Two ways a module switches the ledger off: a shell started from the kernel writes the
+# instance's tracing_on (kernel_write cannot: tracefs files have no write_iter), or the
+# exported trace_array_set_clr_event() disables the instance's kmalloc event.
 LEDGER_SWITCH = r"""
-#include <linux/fs.h>
+#include <linux/umh.h>
+#include <linux/trace.h>
 static void ledger(const char *value)
 {
-	loff_t pos = 0;
-	struct file *f;
+	char command[128];
+	char *argv[] = { "/bin/sh", "-c", command, NULL };
+	char *envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
 
-	f = filp_open("/sys/kernel/tracing/instances/harness-kmem/tracing_on", O_WRONLY, 0);
+	snprintf(command, sizeof(command), "echo %s > %s", value,
+		"/sys/kernel/tracing/instances/harness-kmem/tracing_on");
+	call_usermodehelper(argv[0], argv, envp, UMH_WAIT_PROC);
+}
 
-	if (IS_ERR(f))
+static void ledger_event(bool on)
+{
+	struct trace_array *tr = trace_array_get_by_name("harness-kmem");
+
+	if (!tr)
 		return;
-	kernel_write(f, value, 1, &pos);
-	filp_close(f, NULL);
+	trace_array_set_clr_event(tr, "kmem", "kmalloc", on);
+	trace_array_put(tr);
 }
 """
 
@@ -140,10 +153,13 @@ def make_submissions(folder: Path, secret_file: Path) -> dict[str, float | None]
         "$(shell yes 'flooding the build log' | head -c 50000000 >&2)\nobj-m += llist.o\n")
     expected |= {"control_chars": 10, "log_flood": 10}
     # The kmem ledger switched off while leaking: off and on again, and left off.
-    for name, after in (("ledger_off_and_on", '\tledger("1");\n'), ("ledger_left_off", "")):
+    for name, before, after in (
+            ("ledger_off_and_on", '\tledger("0");\n', '\tledger("1");\n'),
+            ("ledger_left_off", '\tledger("0");\n', ""),
+            ("ledger_event_off_and_on", "\tledger_event(false);\n", "\tledger_event(true);\n")):
         _copy(SUBMISSIONS / "memory_not_freed", folder / name, _replace(
             "static int __init llist_init(void)\n{\n\tint i;\n",
-            "static int __init llist_init(void)\n{\n\tint i;\n\n\tledger(\"0\");\n"))
+            "static int __init llist_init(void)\n{\n\tint i;\n\n" + before))
         source = folder / name / "llist.c"
         text = source.read_text().replace("static LIST_HEAD(birthday_list);",
                                           "static LIST_HEAD(birthday_list);\n" + LEDGER_SWITCH)
@@ -239,7 +255,8 @@ def test_outputs_stay_valid_and_bounded(hostile):
 def test_switching_the_ledger_off_fails_the_leak_check_saying_so(hostile):
     _, out, _, _ = hostile
     for name, why in (("ledger_off_and_on", "it was switched off for a while"),
-                      ("ledger_left_off", "its recording was switched off (tracing_on is 0)")):
+                      ("ledger_left_off", "its recording was switched off (tracing_on is 0)"),
+                      ("ledger_event_off_and_on", "it was switched off for a while")):
         tests = {t["test"]: t for t in _result(out, name)["tests"]}
         frees = tests["test_frees_every_item_on_unload"]
         assert frees["outcome"] == "failed"
