@@ -133,8 +133,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: the test runs in a real VM (harness)")
     config.addinivalue_line(
-        "markers", "expect_oops(*patterns): the test must crash the kernel with a report whose "
-        "kind or title matches one of the patterns")
+        "markers", "expect_oops(*patterns, source=None): the test must crash the kernel with a "
+        "report whose kind or title matches one of the patterns (and, with source=, whose "
+        "module frame is pinned on that source line)")
     config.addinivalue_line("markers", "points(n): points the test is worth when grading")
     config.addinivalue_line(
         "markers", "vm_box(name): run the test (class, file) on a VM of this box from "
@@ -320,7 +321,8 @@ def _harness_test_run(request: pytest.FixtureRequest) -> Iterator[None]:
             item.add_report_section("setup", "harness", note)
     marker = item.get_closest_marker("expect_oops")
     expected = [str(a) for a in marker.args] or [""] if marker else None
-    run = session.new_test(item.nodeid, expected)
+    source = marker.kwargs.get("source") if marker else None
+    run = session.new_test(item.nodeid, expected, source)
     item.stash[RUN_KEY] = run
     yield
     if run.clean_kernel_due:

@@ -269,8 +269,9 @@ class HarnessSession:
         save_clean_snapshot(self.vm)
         return time.monotonic() - started
 
-    def new_test(self, name: str, expect_oops: list[str] | None = None) -> TestRun:
+    def new_test(self, name: str, expect_oops: list[str] | None = None,
+                 expect_source: str | None = None) -> TestRun:
         self.clean = False
-        run = TestRun(self, name, expect_oops)
+        run = TestRun(self, name, expect_oops, expect_source)
         run.start()
         return run

@@ -42,6 +42,8 @@ class Verdict:
     kernel_lines: list[str] = field(default_factory=list)
     lost_records: int = 0
     expected_oops: list[str] | None = None  # patterns from expect_oops, None when not expected
+    # expect_oops(..., source="kfree(again);"): the crash must be pinned on this source line
+    expected_source: str | None = None
     cleanup_errors: list[str] = field(default_factory=list)
 
     @property
@@ -52,8 +54,13 @@ class Verdict:
     def expectation_met(self) -> bool:
         if self.expected_oops is None:
             return False
-        return any(_matches(pattern, report) for pattern in self.expected_oops
-                   for report in self.reports)
+        return any(_matches(pattern, report) and self._pinned(report)
+                   for pattern in self.expected_oops for report in self.reports)
+
+    def _pinned(self, report: Report) -> bool:
+        return self.expected_source is None or (
+            report.source_line is not None
+            and report.source_line.strip() == self.expected_source.strip())
 
     @property
     def failed(self) -> bool:
@@ -68,8 +75,12 @@ class Verdict:
 
     def message(self) -> str:
         if self.expected_oops is not None and not self.expectation_met:
-            got = ", ".join(r.title for r in self.reports) or "no crash report at all"
-            head = f"expected a kernel crash matching {self.expected_oops}, got: {got}"
+            got = ", ".join(r.title + (f" at {r.location}: {r.source_line.strip()!r}"
+                                       if self.expected_source and r.source_line else "")
+                            for r in self.reports) or "no crash report at all"
+            at = (f" at the source line {self.expected_source.strip()!r}"
+                  if self.expected_source else "")
+            head = f"expected a kernel crash matching {self.expected_oops}{at}, got: {got}"
         elif self.reports and all(r.kind == "memory leak" for r in self.reports):
             head = "memory this test's modules allocated was never freed"
         else:
@@ -100,6 +111,7 @@ class TestRun:
     session: HarnessSession
     name: str
     expect_oops: list[str] | None = None
+    expect_source: str | None = None
     modules: list[Module] = field(default_factory=list)
     capture: Capture | None = None
     taint_before: int = 0
@@ -145,7 +157,7 @@ class TestRun:
         return ModuleGroup.of(self.module(source_dir, **options))
 
     def finish(self, test_error: BaseException | None = None) -> Verdict:
-        verdict = Verdict(expected_oops=self.expect_oops)
+        verdict = Verdict(expected_oops=self.expect_oops, expected_source=self.expect_source)
         if isinstance(test_error, (ModuleHung, TimeLimitExceeded)):
             verdict.hung = str(test_error)
         # A test may have caught the exception; the module remembers.

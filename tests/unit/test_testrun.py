@@ -114,3 +114,18 @@ def test_the_next_student_gets_a_clean_kernel_but_the_same_student_does_not(scri
     assert session.isolate("alice", "a2") is None
     assert session.isolate("bob", "b1").startswith("restored a clean kernel")
     assert vm.steps == ["revert"]
+
+
+def test_an_expected_oops_can_be_pinned_on_its_source_line(scripted):
+    session, guest, _ = scripted
+    run = session.new_test("t", expect_oops=["BUG: unable to handle kernel NULL pointer"],
+                           expect_source="*p = 0;")
+    guest.log(*console("null_exit"))
+    verdict = run.finish()
+    assert verdict.failed  # no source line at hand: the expectation is not met
+    verdict.reports[0].source_line = "\t*p = 0;"
+    assert verdict.expectation_met and not verdict.failed
+    verdict.reports[0].source_line = "\tkfree(p);"
+    assert verdict.failed
+    assert "at the source line '*p = 0;', got: BUG: unable to handle kernel NULL pointer " \
+           "dereference in crashy_null_write" in verdict.message()

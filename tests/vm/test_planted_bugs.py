@@ -49,26 +49,28 @@ def _cases():
     for box in (STOCK, DEBUG):
         for bug, (_, titles) in EXPECTED.items():
             marks = [pytest.mark.vm_box(box)]
-            if titles[box]:
-                marks.append(pytest.mark.expect_oops("^" + re.escape(titles[box]) + "$"))
+            if titles[box]:  # caught: under this title, pinned on the planted line
+                marks.append(pytest.mark.expect_oops("^" + re.escape(titles[box]) + "$",
+                                                     source=EXPECTED[bug][0]))
             kind = "debug" if box == DEBUG else "stock"
             yield pytest.param(bug, box, marks=marks, id=f"{bug}-{kind}")
 
 
 @pytest.fixture
 def finding(request):
-    """After the test (its verdict is in): the expected finding is there, pinned on the planted
-    line; or nothing is, when the box cannot see the bug. One JSON row per case is kept in
-    .harness/planted-bugs.jsonl for the table in the README."""
+    """Records each case's findings (one JSON row in .harness/planted-bugs.jsonl) for the table
+    in the README. It judges nothing: the verdict does, in the test's own report (the expected
+    title on the planted line via expect_oops; a box that cannot see the bug must report
+    nothing, which any report fails)."""
     holder: dict[str, str] = {}
     yield holder
     verdict = test_run_of(request.node).verdict
-    assert verdict is not None
-    bug, box = holder["bug"], holder["box"]
-    line, titles = EXPECTED[bug]
-    wanted = titles[box]
+    if verdict is None or "bug" not in holder:
+        return
+    wanted = EXPECTED[holder["bug"]][1][holder["box"]]
     report = next((r for r in verdict.reports if r.title == wanted), None)
-    row = {"bug": bug, "box": box, "titles": [r.title for r in verdict.reports],
+    row = {"bug": holder["bug"], "box": holder["box"],
+           "titles": [r.title for r in verdict.reports],
            "location": report.location if report else None,
            "source": report.source_line.strip() if report and report.source_line else None,
            "history": report.history if report else []}
@@ -76,12 +78,6 @@ def finding(request):
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as rows:
         rows.write(json.dumps(row) + "\n")
-    if wanted is None:
-        assert verdict.reports == [], f"{bug} on {box}: unexpected {row['titles']}"
-        return
-    assert report is not None, f"{bug} on {box}: wanted {wanted!r}, got {row['titles']}"
-    assert report.location and re.search(rf"(^|/){bug}\.c:\d+$", report.location), row
-    assert report.source_line and report.source_line.strip() == line, row
 
 
 @pytest.mark.parametrize(("bug", "box"), list(_cases()))
