@@ -58,6 +58,7 @@ NAMES = {
 LEDGER_SWITCH = r"""
 #include <linux/umh.h>
 #include <linux/trace.h>
+#include <linux/trace_events.h>
 static void ledger(const char *value)
 {
 	char command[128];
