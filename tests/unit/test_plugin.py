@@ -237,3 +237,94 @@ def test_vm_box_runs_a_test_on_another_box_s_vm_started_once(pytester: pytest.Py
     result = pytester.runpytest("-p", "no:cacheprovider", "-rA")
     result.assert_outcomes(passed=4)
     assert harness.plugin._open_session is real_open_session  # nothing leaks into this run
+
+
+SESSION_CONFTEST = """
+import pytest
+from fakeguest import ScriptedTransport, ScriptedVM
+from harness import session as harness_session_module
+from harness.errors import VMError
+from harness.guest import Guest
+
+
+class Steps(list):
+    # A VM's steps, also written to steps.txt (pytester forgets this module after the run).
+
+    def append(self, step):
+        super().append(step)
+        with open("steps.txt", "a") as out:
+            out.write(f"{id(self)} {step}\\n")
+
+
+def make_vm(options, vm_dir, log=None, catalogue_dir=None):
+    if options.box == "debian-12-debug" and vm_dir.parent.name == "boxes" and FAIL_DEBUG:
+        raise VMError("the debug box's VM did not come up")
+    vm = ScriptedVM(vm_dir, steps=Steps())
+    vm.settings.box.name = options.box or "debian-12"
+    vm.has_snapshot = lambda: True
+    vm.steps.append("made")
+    return vm
+
+
+FAIL_DEBUG = False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _scripted_vms(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr(harness_session_module, "make_vm", make_vm)
+    mp.setattr(harness_session_module, "ready_vm", lambda vm, reuse=True: vm)
+    mp.setattr(harness_session_module, "make_guest", lambda vm, build_mode="auto":
+               Guest(ScriptedTransport(), tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+"""
+
+SESSION_TESTS = """
+import pytest
+import conftest
+
+pytestmark = pytest.mark.vm
+
+
+def test_on_the_default_box(harness_session, guest):
+    assert harness_session.vm.settings.box.name == "debian-12"
+    guest.transport.log("[    1.0] hello")
+
+
+@pytest.mark.vm_box("debian-12-debug")
+def test_on_the_debug_box(harness_session, guest):
+    assert guest.transport is not harness_session.guest.transport  # a VM of its own
+"""
+
+
+@pytest.mark.parametrize(("end", "fail_debug", "skip"), [
+    ("save", False, False), ("destroy", False, False), ("save", True, True),
+    ("save", True, False)])
+def test_the_session_fixture_opens_one_vm_per_box_and_ends_them_as_asked(
+        pytester: pytest.Pytester, end, fail_debug, skip):
+    pytester.syspathinsert(Path(__file__).parent)  # fakeguest
+    pytester.makeconftest(SESSION_CONFTEST.replace("FAIL_DEBUG = False",
+                                                   f"FAIL_DEBUG = {fail_debug}"))
+    pytester.makepyfile(test_session=SESSION_TESTS)
+    args = ["-p", "no:cacheprovider", "-rA", f"--vm-end={end}"]
+    result = pytester.runpytest(*args, *(["--vm-skip-unavailable"] if skip else []))
+    outcome = {"passed": 1}
+    if not fail_debug:
+        outcome["passed"] = 2
+    elif skip:
+        outcome["skipped"] = 1
+    else:
+        outcome["errors"] = 1
+    result.assert_outcomes(**outcome)
+    if fail_debug:
+        result.stdout.fnmatch_lines(["*no VM could be had: the debug box's VM did not come up*"])
+    result.stdout.fnmatch_lines([f"harness: VM at the end: {end} *"])
+    steps: dict[str, list[str]] = {}
+    for line in (pytester.path / "steps.txt").read_text().splitlines():
+        vm, step = line.split(" ", 1)
+        steps.setdefault(vm, []).append(step)
+    steps = list(steps.values())
+    final = {"save": "power off", "destroy": "destroy"}[end]
+    assert all(s[-2:] == ["close", final] for s in steps), steps
+    assert len(steps) == (1 if fail_debug else 2)
