@@ -38,7 +38,7 @@ FREE_EVENTS = ("kfree", "kmem_cache_free")
 BUFFER_KB = 8192  # per CPU
 SETTLE_S = (1.0,)  # kfree_rcu frees after a grace period: look once more before a verdict
 
-# A second instance that only counts the modules area's allocations, independently of the
+# A second instance that records the modules area's allocations, independently of the
 # ledger's: a module that switches the ledger's recording off and on again (kernel code can
 # write its tracing_on, or call trace_array_set_clr_event) leaves allocations here that the
 # ledger lacks. (kprobes cannot watch the switches: all of kernel/trace is notrace.)
@@ -46,27 +46,36 @@ CHECK_INSTANCE = "/sys/kernel/tracing/instances/harness-kmem-check"
 ALLOC_EVENTS = ("kmalloc", "kmem_cache_alloc")
 STATE = "harness-kmem-state"  # the lines the read script adds after the live allocations
 
-# The pairing of parse_trace, in the guest, over a trace that may hold 100,000 frees; it also
-# counts the allocations and finds this start's marker.
+# The pairing of parse_trace, in the guest, over a trace that may hold 100,000 frees. It reads
+# the check instance's trace first (every allocation it saw, by call site and pointer), then
+# the ledger's: an allocation the check saw that the ledger lacks means the ledger was not
+# recording then. It also finds this start's marker.
 LIVE_ONLY_AWK = r"""
+function fields() {
+  event = ""; ptr = ""; site = ""
+  for (i = 1; i <= NF; i++) {
+    if ($i ~ /^(kmalloc|kmem_cache_alloc|kfree|kmem_cache_free):$/) event = $i
+    else if ($i ~ /^call_site=/) site = $i
+    else if ($i ~ /^ptr=/) { ptr = $i; break }
+  }
+}
+FILENAME == ARGV[1] { fields(); if (event == "kmalloc:" || event == "kmem_cache_alloc:") seen[site " " ptr] = 1; next }
 /\[LOST [0-9]+ EVENTS\]/ { print; next }
 index($0, "tracing_mark_write: " mark) { marked = 1; next }
 {
-  event = ""; ptr = ""
-  for (i = 1; i <= NF; i++) {
-    if ($i ~ /^(kmalloc|kmem_cache_alloc|kfree|kmem_cache_free):$/) event = $i
-    else if ($i ~ /^ptr=/) { ptr = $i; break }
-  }
+  fields()
   if (ptr == "") next
   if (event == "kfree:" || event == "kmem_cache_free:") delete live[ptr]
-  else { live[ptr] = $0; allocations++ }
+  else { live[ptr] = $0; delete seen[site " " ptr] }
 }
 END {
   for (p in live) print live[p]
-  print "harness-kmem-state allocations " allocations + 0
+  for (key in seen) missing++
+  print "harness-kmem-state missing " missing + 0
   print "harness-kmem-state marked " marked + 0
 }
 """
+
 
 _EVENT = re.compile(
     r"\s(?P<event>kmalloc|kmem_cache_alloc|kfree|kmem_cache_free): "
@@ -276,11 +285,9 @@ class KmemLedger:
         # Paired in the guest: only the allocations still live (and lost-event marks) cross,
         # then the state that tells whether the recording ran uninterrupted. The check
         # instance is counted first: it started after the ledger and is read before it.
-        counted = "|".join(ALLOC_EVENTS)
         state = "; ".join(
-            [f"echo {STATE} checked $(grep -cE ' ({counted}): ' {CHECK_INSTANCE}/trace)",
-             f"awk -v mark={shlex.quote(self.mark)} {shlex.quote(LIVE_ONLY_AWK)} "
-             f"{INSTANCE}/trace",
+            [f"awk -v mark={shlex.quote(self.mark)} {shlex.quote(LIVE_ONLY_AWK)} "
+             f"{CHECK_INSTANCE}/trace {INSTANCE}/trace",
              f"echo {STATE} tracing_on $(cat {INSTANCE}/tracing_on)"]
             + [f"echo {STATE} enable:{event} $(cat {INSTANCE}/events/kmem/{event}/enable)"
                for event in EVENT_FILTERS]
@@ -334,7 +341,7 @@ class KmemLedger:
 def interruptions(output: str) -> list[str]:
     """What the state lines of a :meth:`KmemLedger.read_script` run say went wrong with the
     recording since the start: switched off, an event disabled or refiltered, the records
-    cleared, or allocations the check instance counted that the ledger lacks."""
+    cleared, or allocations the check instance recorded that the ledger lacks."""
     state: dict[str, str] = {}
     for line in output.splitlines():
         if line.startswith(STATE + " "):
@@ -354,13 +361,11 @@ def interruptions(output: str) -> list[str]:
                             f"{state.get(f'filter:{event}')!r}")
     if state.get("marked") != "1":
         problems.append("its records were cleared")
-    try:
-        missing = int(state.get("checked", "0")) - int(state.get("allocations", "0"))
-    except ValueError:
-        missing = 0
-    if missing > 0:
+    missing = int(state.get("missing", "0")) if state.get("missing", "").isdigit() else 0
+    if missing:
         problems.append(f"it was switched off for a while: {missing} allocation(s) from the "
-                        "modules area are missing from its records")
+                        "modules area that the check instance recorded are missing from its "
+                        "records")
     return problems
 
 

@@ -59,7 +59,7 @@ LEDGER_SWITCH = r"""
 #include <linux/umh.h>
 #include <linux/trace.h>
 #include <linux/trace_events.h>
-static void ledger(const char *value)
+static void __maybe_unused ledger(const char *value)
 {
 	char command[128];
 	char *argv[] = { "/bin/sh", "-c", command, NULL };
@@ -70,7 +70,7 @@ static void ledger(const char *value)
 	call_usermodehelper(argv[0], argv, envp, UMH_WAIT_PROC);
 }
 
-static void ledger_event(bool on)
+static void __maybe_unused ledger_event(bool on)
 {
 	struct trace_array *tr = trace_array_get_by_name("harness-kmem");
 
@@ -158,9 +158,9 @@ def make_submissions(folder: Path, secret_file: Path) -> dict[str, float | None]
             ("ledger_off_and_on", '\tledger("0");\n', '\tledger("1");\n'),
             ("ledger_left_off", '\tledger("0");\n', ""),
             ("ledger_event_off_and_on", "\tledger_event(false);\n", "\tledger_event(true);\n")):
-        _copy(SUBMISSIONS / "memory_not_freed", folder / name, _replace(
-            "static int __init llist_init(void)\n{\n\tint i;\n",
-            "static int __init llist_init(void)\n{\n\tint i;\n\n" + before))
+        # fake_frees prints "freed 6 items" and frees nothing: only the ledger can tell.
+        _copy(SUBMISSIONS / "fake_frees", folder / name, _replace(
+            "\tfor (i = 0; i < count; i++) {", before + "\tfor (i = 0; i < count; i++) {"))
         source = folder / name / "llist.c"
         text = source.read_text().replace("static LIST_HEAD(birthday_list);",
                                           "static LIST_HEAD(birthday_list);\n" + LEDGER_SWITCH)
