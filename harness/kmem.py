@@ -59,7 +59,11 @@ function fields() {
     else if ($i ~ /^ptr=/) { ptr = $i; break }
   }
 }
-FILENAME == ARGV[1] { fields(); if (event == "kmalloc:" || event == "kmem_cache_alloc:") seen[site " " ptr] = 1; next }
+FILENAME == ARGV[1] {
+  fields()
+  if (event == "kmalloc:" || event == "kmem_cache_alloc:") seen[site " " ptr] = 1
+  next
+}
 /\[LOST [0-9]+ EVENTS\]/ { print; next }
 index($0, "tracing_mark_write: " mark) { marked = 1; next }
 {
