@@ -1,4 +1,4 @@
-"""The layering the README's "How it is built" table states, checked on the code itself.
+"""The layering docs/architecture.md's table states, checked on the code itself.
 
 Every module of the package has a layer; a module imports only from its own layer or below
 (imports under ``if TYPE_CHECKING:`` are for type hints and do not count). Layer 0 is text in,
@@ -9,6 +9,7 @@ whoever reads a crash log (a CI job, `harness oops`) needs none of them.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "harness"
 
-# The README's table, as data: layer -> modules (without the "harness." prefix).
+# docs/architecture.md's table, as data: layer -> modules (without the "harness." prefix).
 LAYERS: dict[int, tuple[str, ...]] = {
     0: ("", "errors", "schema", "paths", "untrusted", "oops", "oops.demangle", "oops.logtext",
         "oops.patterns", "oops.title", "oops.detect", "oops.symbolize", "oops.corpus",
@@ -63,7 +64,7 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 
 def test_every_module_has_a_layer():
     missing = [_module_name(p) for p in MODULES if _module_name(p) not in LAYER_OF]
-    assert missing == [], f"put these in LAYERS (and the README's table): {missing}"
+    assert missing == [], f"put these in LAYERS (and docs/architecture.md's table): {missing}"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=_module_name)
@@ -93,3 +94,18 @@ def test_layer_zero_loads_no_transport_vm_or_pytest(module):
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True, cwd=ROOT)
     assert done.stdout.strip() == "", f"{module} pulls in {done.stdout.strip()}"
+
+
+def test_the_documented_table_says_the_same_layers():
+    """docs/architecture.md's table and LAYERS agree on every module the table names."""
+    documented: dict[str, int] = {}
+    for line in (ROOT / "docs" / "architecture.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) > 3 and cells[1][:1].isdigit():
+            layer = int(cells[1].split()[0])
+            for path in re.findall(r"`harness/([\w/]+)\.py`", cells[2]):
+                documented["harness." + path.replace("/", ".")] = layer
+            for folder in re.findall(r"`harness/([\w]+)/`", cells[2]):
+                documented["harness." + folder] = layer
+    assert documented, "no table found in docs/architecture.md"
+    assert {name: LAYER_OF.get(name) for name in documented} == documented
