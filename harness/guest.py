@@ -27,9 +27,7 @@ from pathlib import Path
 from harness.build import Builder, parse_diagnostics
 from harness.errors import BuildError, CommandFailed, ConfigurationError
 from harness.hostbuild import RootfsBuilder
-from harness.kmem import KmemLedger
 from harness.kmsg import KernelLog
-from harness.leaks import LeakCheck
 from harness.sync import sync_tree
 from harness.transport import Command, CommandResult, Transport
 
@@ -112,8 +110,6 @@ class Guest:
     host_builder: RootfsBuilder | None = None
     user: str = LOGIN_USER
     paths: HostPaths | None = None  # set on a test's view: relative host paths start there
-    ledger: KmemLedger | None = None  # while a test records allocations (the kmem fixture)
-    leak_check: LeakCheck | None = None  # while a test's leaks are checked (harness.leaks)
     _programs: dict[str, Program] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -19,14 +19,18 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.build import BuildResult, ModuleBuildError, module_name
 from harness.errors import CommandTimeout, ConfigurationError, KernelFailure, ModuleError
 from harness.guest import Guest
-from harness.kmem import parse_span, span_script
+from harness.kmem import KmemLedger, parse_span, span_script
 from harness.kmsg import Capture
 from harness.sync import SyncResult, sync_tree, tree_digest
 from harness.transport import CommandResult, Transport
+
+if TYPE_CHECKING:
+    from harness.leaks import LeakCheck
 
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 PARAM_VALUE = re.compile(r"^[\x21-\x7e ]*$")  # printable ASCII; quotes rejected below
@@ -126,6 +130,16 @@ def format_param(name: str, value: object) -> str:
 
 
 @dataclass
+class AllocationWatch:
+    """Who watches one test's allocations: the ``kmem`` fixture's ledger and the per-test leak
+    check (:mod:`harness.leaks`). A test run owns one and hands it to each module it makes, so
+    a load reports the module's address range to both; nothing of it outlives the test."""
+
+    ledger: KmemLedger | None = None
+    leak_check: LeakCheck | None = None
+
+
+@dataclass
 class Module:
     guest: Guest
     source_dir: Path
@@ -147,6 +161,8 @@ class Module:
     # Called with each sibling module this one creates (its dependencies from the same
     # folder), so the test run tracks and unloads them too.
     on_sibling: Callable[[Module], None] | None = field(default=None, repr=False)
+    # Who watches this test's allocations: the test run's, shared by its modules (siblings too).
+    watch: AllocationWatch = field(default_factory=lambda: AllocationWatch(), repr=False)
 
     def __post_init__(self) -> None:
         self.source_dir = Path(self.source_dir)
@@ -258,9 +274,9 @@ class Module:
         result = self._ensure_built()
         self._require_name(result)
         self._load_dependencies(result)
-        check = self.guest.leak_check
+        check = self.watch.leak_check
         start = check.start_script() if check is not None else ""
-        watchers = [w for w in (self.guest.ledger, check) if w is not None]
+        watchers = [w for w in (self.watch.ledger, check) if w is not None]
         capture = self.guest.kernel_log.capture(since_last_read=True)
         command = "insmod " + shlex.quote(self.ko_path) + "".join(
             " " + shlex.quote(a) for a in args)

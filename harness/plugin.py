@@ -386,12 +386,11 @@ def kmem(request: pytest.FixtureRequest) -> Iterator[KmemLedger]:
     """What modules allocate and free during this test (kmem tracepoints; any kernel):
     ``kmem.outstanding(module)``, ``kmem.assert_freed(module)``."""
     run = _run(request)
-    guest = run.guest
-    ledger = KmemLedger(guest.transport)
+    ledger = KmemLedger(run.guest.transport)
     ledger.start()
-    guest.ledger = ledger
+    run.watch.ledger = ledger
     yield ledger
-    guest.ledger = None
+    run.watch.ledger = None
     if run.clean_kernel_due:
         # The clean kernel restored next has its recording off already; and asking a hung or
         # dead guest costs the SSH connect timeout (20 s a test, for every hung student).

@@ -23,9 +23,10 @@ from harness.boxes import load_catalogue
 from harness.errors import HarnessError, VMError
 from harness.guest import Guest
 from harness.hostbuild import RootfsBuilder
+from harness.kmod import AllocationWatch
 from harness.leaks import LeakCheck, choose, has_kmemleak
 from harness.oops.symbolize import KernelImage
-from harness.testrun import TestRun
+from harness.testrun import RunServices, TestRun
 from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, VM, VMSettings
 
 
@@ -214,8 +215,9 @@ class HarnessSession:
         return lambda folder, names: host.run_tool(
             folder, ["gcov", *coverage.GCOV_ARGS, *names])
 
-    def leak_check(self) -> LeakCheck | None:
-        """A fresh leak check for the next test, as ``leak_check_mode`` says."""
+    def leak_check(self, watch: AllocationWatch) -> LeakCheck | None:
+        """A fresh leak check for the next test, as ``leak_check_mode`` says; it shares the
+        test's own ledger (``watch.ledger``, the kmem fixture's) when there is one."""
         if self.leak_check_mode == "off":
             return None
         if self._kernel_has_kmemleak is None:  # the box's kernel: asked once
@@ -227,7 +229,7 @@ class HarnessSession:
             # kmalloc'd memory in about a second. --vm-leak-check=kmemleak still asks for it.
             mode = "ledger"
         return choose(self.guest.transport, mode, self._kernel_has_kmemleak,
-                      shared=lambda: self.guest.ledger)
+                      shared=lambda: watch.ledger)
 
     def isolate(self, key: str, archive_as: str) -> str | None:
         """A clean kernel when ``key`` (e.g. a student) differs from the previous test's."""
@@ -272,6 +274,11 @@ class HarnessSession:
     def new_test(self, name: str, expect_oops: list[str] | None = None,
                  expect_source: str | None = None) -> TestRun:
         self.clean = False
-        run = TestRun(self, name, expect_oops, expect_source)
+        services = RunServices(
+            guest=self.guest, box=self.vm.settings.box.name, console=lambda: self.vm.console,
+            ignore_titles=self.ignore_titles,
+            kernel_image=lambda: self.kernel_image, coverage=self.coverage, gcov=self.gcov,
+            leak_check=self.leak_check)
+        run = TestRun(services, name, expect_oops, expect_source)
         run.start()
         return run

@@ -1,6 +1,7 @@
 """One test's life in the guest: start a capture, track modules, judge the kernel afterwards.
 
-:class:`TestRun` is one test of a :class:`harness.session.HarnessSession`: it takes the
+:class:`TestRun` is one test, given what it uses of its session explicitly
+(:class:`RunServices`, built by :meth:`harness.session.HarnessSession.new_test`): it takes the
 kernel-log cursor and the taint mask at the start; at the end it unloads what the test left
 loaded, reads the new kernel lines (or the serial console when the guest died), finds crash
 reports, symbolizes them, compares taint, and returns a :class:`Verdict`. The pytest plugin,
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,14 +22,22 @@ from harness.build import Diagnostic
 from harness.errors import CommandFailed, GuestUnreachable, HarnessError, TimeLimitExceeded
 from harness.guest import Guest
 from harness.kmem import LedgerError
-from harness.kmod import KernelCrashed, Module, ModuleError, ModuleGroup, ModuleHung
+from harness.kmod import (
+    AllocationWatch,
+    KernelCrashed,
+    Module,
+    ModuleError,
+    ModuleGroup,
+    ModuleHung,
+)
 from harness.kmsg import READ_COMMAND, Capture
 from harness.leaks import LeakCheck
 from harness.oops.detect import Report, detect
 from harness.oops.symbolize import symbolize
 
 if TYPE_CHECKING:
-    from harness.session import HarnessSession
+    from harness.console import SerialConsole
+    from harness.oops.symbolize import KernelImage
     from harness.transport import CommandResult
 
 PANIC_SETTLE_S = 5.0
@@ -106,9 +116,23 @@ def _matches(pattern: str, report: Report) -> bool:
     return bool(re.search(pattern, report.title))
 
 
+@dataclass(frozen=True)
+class RunServices:
+    """What one test uses of its session, handed over when the test starts."""
+
+    guest: Guest
+    box: str  # the name of the box whose VM the test runs on
+    console: Callable[[], SerialConsole]  # the VM's serial console (read when the guest died)
+    ignore_titles: list[str]  # crash titles the run ignores (harness_ignore_oops)
+    kernel_image: Callable[[], KernelImage | None]  # vmlinux with debug info, when at hand
+    coverage: coverage.CoverageCollector | None  # the run's line counts, when counted
+    gcov: Callable[[], coverage.GcovRunner]
+    leak_check: Callable[[AllocationWatch], LeakCheck | None]  # a fresh one for this test
+
+
 @dataclass
 class TestRun:
-    session: HarnessSession
+    services: RunServices
     name: str
     expect_oops: list[str] | None = None
     expect_source: str | None = None
@@ -119,21 +143,36 @@ class TestRun:
     verdict: Verdict | None = None
     notes: list[str] = field(default_factory=list)
     leak_check: LeakCheck | None = None
+    # Who watches this test's allocations (the kmem fixture's ledger, the leak check): handed
+    # to each module the test makes.
+    watch: AllocationWatch = field(default_factory=AllocationWatch)
 
     @property
     def guest(self) -> Guest:
-        return self.session.guest
+        return self.services.guest
+
+    @property
+    def box(self) -> str:
+        """The name of the box whose VM this test runs on."""
+        return self.services.box
+
+    @property
+    def session(self) -> None:
+        raise AttributeError(
+            "TestRun.session is gone: a test run is given what it uses of its session "
+            "(run.services: guest, box, console, ...; run.guest and run.box for short); the "
+            "session itself is the harness_session fixture")
 
     def start(self) -> None:
-        self.serial_offset = self.session.vm.console.size()
+        self.serial_offset = self.services.console().size()
         parts = {"kmsg": READ_COMMAND, "taint": taint.TAINT_COMMAND}
-        if self.session.coverage is not None:  # this test's counters start from zero
+        if self.services.coverage is not None:  # this test's counters start from zero
             parts["gcov"] = coverage.RESET_COMMAND
         state = self.guest.transport.run_parts(parts, sudo=True, timeout=60)
         records = self.guest.kernel_log.records_from(state["kmsg"])
         self.capture = self.guest.kernel_log.capture(records[-1].seq if records else -1)
         self.taint_before = taint.parse_taint(state["taint"])
-        self.leak_check = self.guest.leak_check = self.session.leak_check()
+        self.leak_check = self.watch.leak_check = self.services.leak_check(self.watch)
 
     @property
     def clean_kernel_due(self) -> bool:
@@ -143,7 +182,7 @@ class TestRun:
 
     def module(self, source_dir: str | Path, **options: object) -> Module:
         module = Module(self.guest, Path(source_dir), on_sibling=self.modules.append,
-                        **options)  # type: ignore[arg-type]
+                        watch=self.watch, **options)  # type: ignore[arg-type]
         self.modules.append(module)
         return module
 
@@ -171,11 +210,11 @@ class TestRun:
         state = self._read_state(verdict) if alive else {}
         alive = alive and verdict.guest_died is None
         lines = self._kernel_lines(verdict, state.get("kmsg"))
-        reports = detect(lines, ignore=self.session.ignore_titles)
+        reports = detect(lines, ignore=self.services.ignore_titles)
         ko_map = {m.name: (m.build_result.local_ko[m.name], m.source_dir)
                   for m in self.modules
                   if m.name and m.build_result and m.name in m.build_result.local_ko}
-        verdict.reports = [symbolize(r, ko_map, self.session.kernel_image) for r in reports]
+        verdict.reports = [symbolize(r, ko_map, self.services.kernel_image()) for r in reports]
         if alive and not crashed and not verdict.reports:
             verdict.reports += self._leaks(verdict, state.get("leaks"))
         self._end_leak_check(alive)
@@ -196,7 +235,7 @@ class TestRun:
         leak_read = self.leak_check.read_script() if self.leak_check is not None else ""
         if leak_read:
             parts["leaks"] = leak_read
-        profiled = self._profiled() if self.session.coverage is not None else []
+        profiled = self._profiled() if self.services.coverage is not None else []
         if profiled:
             parts["gcov"] = coverage.read_script(m.remote_dir for m in profiled)
         try:
@@ -212,7 +251,7 @@ class TestRun:
         return list(folders.values())
 
     def _collect_coverage(self, read: CommandResult | None, alive: bool) -> None:
-        collector = self.session.coverage
+        collector = self.services.coverage
         profiled = self._profiled() if collector is not None else []
         if collector is None or not profiled:
             return
@@ -221,7 +260,7 @@ class TestRun:
                                   "counters with it")
             return
         files = coverage.parse_read(read.stdout)
-        gcov = self.session.gcov()
+        gcov = self.services.gcov()
         for module in profiled:
             prefix = module.remote_dir.rstrip("/") + "/"
             gcda = {path[len(prefix):]: data for path, data in files.items()
@@ -245,7 +284,7 @@ class TestRun:
         return []
 
     def _end_leak_check(self, guest_alive: bool) -> None:
-        check, self.leak_check, self.guest.leak_check = self.leak_check, None, None
+        check, self.leak_check, self.watch.leak_check = self.leak_check, None, None
         if check is not None and guest_alive:  # a restored kernel has none of its state
             with contextlib.suppress(HarnessError):
                 check.close()
@@ -290,7 +329,7 @@ class TestRun:
         self.capture.freeze()
         # The guest is hung or dead: its serial console is the only witness left, once the
         # kernel has finished printing its last words.
-        console.settle(self.session.vm.console, limit_s=PANIC_SETTLE_S)
-        serial = self.session.vm.console.read(self.serial_offset)
+        console.settle(self.services.console(), limit_s=PANIC_SETTLE_S)
+        serial = self.services.console().read(self.serial_offset)
         verdict.kernel_lines = serial.splitlines()
         return verdict.kernel_lines

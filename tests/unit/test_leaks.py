@@ -79,7 +79,7 @@ def test_a_leak_fails_the_test_and_can_be_expected(tmp_path):
     verdict = run.finish()
     assert verdict.failed
     assert [r.title for r in verdict.reports] == ["memory leak in other_probe"]
-    assert session.guest.leak_check is None  # nothing carries over to the next test
+    assert run.watch.leak_check is None and run.leak_check is None  # nothing carries over
 
     expected = session.new_test("expects a leak", expect_oops=["memory leak"])
     start_now(expected.leak_check, transport)

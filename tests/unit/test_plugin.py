@@ -203,7 +203,7 @@ pytestmark = pytest.mark.vm
 
 
 def _box(request):
-    return test_run_of(request.node).session.vm.settings.box.name
+    return test_run_of(request.node).box
 
 
 def test_default_box(request):

@@ -129,3 +129,11 @@ def test_an_expected_oops_can_be_pinned_on_its_source_line(scripted):
     assert verdict.failed
     assert "at the source line '*p = 0;', got: BUG: unable to handle kernel NULL pointer " \
            "dereference in crashy_null_write" in verdict.message()
+
+
+def test_old_code_reaching_for_the_runs_session_is_told_how_to_migrate(scripted):
+    session, _, _ = scripted
+    run = session.new_test("t")
+    assert run.box == "debian-12" and run.guest is session.guest
+    with pytest.raises(AttributeError, match="TestRun.session is gone.*run.services"):
+        run.session  # noqa: B018
