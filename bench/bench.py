@@ -55,6 +55,7 @@ from harness.grade.runner import grade  # noqa: E402
 from harness.guest import Guest  # noqa: E402
 from harness.kmod import Module  # noqa: E402
 from harness.oops.corpus import measure  # noqa: E402
+from harness.paths import other_vm_project_dirs  # noqa: E402
 from harness.session import (  # noqa: E402
     HarnessSession,
     VMOptions,
@@ -397,9 +398,10 @@ def bench_coverage(results: dict, rounds: int) -> None:
 
 def destroy_bench_vms() -> None:
     null = io.StringIO()
-    for folder in [*sorted((BENCH_PROJECT / ".harness" / "workers").glob("gw*")), BENCH_PROJECT]:
+    for what, folder in [*other_vm_project_dirs(BENCH_PROJECT), ("", BENCH_PROJECT)]:
         if (folder / ".harness").is_dir():
-            make_vm(VMOptions(), folder, log=null, catalogue_dir=ROOT).destroy()
+            options = VMOptions(box=folder.name) if what.startswith("box ") else VMOptions()
+            make_vm(options, folder, log=null, catalogue_dir=ROOT).destroy()
 
 
 def summary(results: dict) -> list[str]:

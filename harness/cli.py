@@ -10,7 +10,8 @@ from harness.boxes import CatalogueError, load_catalogue
 from harness.build import BUILD_MODES
 from harness.errors import HarnessError
 from harness.leaks import LEAK_CHECK_MODES
-from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
+from harness.paths import other_vm_project_dirs
+from harness.vmoptions import OPTIONS
 
 
 def _catalogue(args: argparse.Namespace):
@@ -87,15 +88,11 @@ def cmd_vm(args: argparse.Namespace) -> int:
         sys.stderr.write(result.stderr)
         return result.exit_status
     elif action == "destroy":
-        for worker in sorted((vm.state / "workers").glob("gw*")):
-            if (worker / ".harness").is_dir():
-                _vm(args, worker).destroy()
-                print(f"VM of grading/xdist worker {worker.name} destroyed")
-        for other in sorted((vm.state / "boxes").glob("*")):  # @pytest.mark.vm_box's VMs
-            if (other / ".harness").is_dir():
-                args.box = other.name
-                _vm(args, other).destroy()
-                print(f"VM of box {other.name} destroyed")
+        for what, folder in other_vm_project_dirs(vm.project_dir):
+            if what.startswith("box "):
+                args.box = folder.name  # @pytest.mark.vm_box's VM of that box
+            _vm(args, folder).destroy()
+            print(f"VM of {what} destroyed")
         vm.destroy()
         print("VM destroyed")
     return 0
@@ -233,16 +230,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 
 def _add_vm_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--box", help="catalogue entry (default: the catalogue's default)")
-    parser.add_argument("--driver", default="auto", choices=["auto", "kvm", "qemu"],
-                        help="libvirt driver; auto probes KVM and falls back to qemu (TCG)")
-    parser.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MIB,
-                        help=f"MiB (default {DEFAULT_MEMORY_MIB})")
-    parser.add_argument("--cpus", type=int, default=DEFAULT_CPUS,
-                        help=f"virtual CPUs (default {DEFAULT_CPUS})")
-    parser.add_argument("--libvirt-host",
-                        help="remote libvirt host reached over SSH (default $HARNESS_LIBVIRT_HOST;"
-                        " see README, 'Beyond one machine')")
+    for option in OPTIONS:  # the same table as pytest's --vm-* options
+        parser.add_argument(option.cli, **option.parser_kwargs())
 
 
 def build_parser() -> argparse.ArgumentParser:

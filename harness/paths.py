@@ -38,6 +38,24 @@ def state_dir(project_dir: Path) -> Path:
     return project_dir / ".harness"
 
 
+def vm_project_dir(project_dir: Path, worker: str | None = None, box: str | None = None) -> Path:
+    """The folder whose ``.harness/`` holds one VM of ``project_dir``: the project itself, an
+    xdist worker's (``.harness/workers/gw0``: each worker has its own VM) and, inside either,
+    a second box's (``.harness/boxes/NAME``, for ``@pytest.mark.vm_box``)."""
+    folder = state_dir(project_dir) / "workers" / worker if worker else project_dir
+    return state_dir(folder) / "boxes" / box if box else folder
+
+
+def other_vm_project_dirs(project_dir: Path) -> list[tuple[str, Path]]:
+    """The folders of ``project_dir``'s other VMs that exist: its xdist workers' and its
+    second boxes' (for ``harness vm destroy``), as (what, folder)."""
+    found = [(f"grading/xdist worker {folder.name}", folder)
+             for folder in sorted((state_dir(project_dir) / "workers").glob("gw*"))]
+    found += [(f"box {folder.name}", folder)
+              for folder in sorted((state_dir(project_dir) / "boxes").glob("*"))]
+    return [(what, folder) for what, folder in found if state_dir(folder).is_dir()]
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half
     of it (a grading run killed mid-write loses nothing already written)."""

@@ -25,9 +25,11 @@ from harness.kmem import KmemLedger
 from harness.kmod import KernelCrashed, LoadError, Module, ModuleGroup, UnloadError
 from harness.kmsg import Capture
 from harness.leaks import LEAK_CHECK_MODES
+from harness.paths import vm_project_dir
 from harness.session import HarnessSession, VMOptions
 from harness.testrun import TestRun
-from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, VM
+from harness.vm import VM
+from harness.vmoptions import OPTIONS
 
 RUN_KEY = pytest.StashKey[TestRun]()
 COVERAGE_KEY = pytest.StashKey[CoverageCollector]()
@@ -43,13 +45,8 @@ END_ACTIONS = {"save": lambda vm: vm.power_off(), "keep": lambda vm: None,
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "kernel module tests in a VM (harness)")
-    group.addoption("--vm-box", default=None, help="box from boxes.yaml (default: its default)")
-    group.addoption("--vm-driver", default="auto", choices=["auto", "kvm", "qemu"],
-                    help="libvirt driver; auto probes KVM and falls back to qemu (TCG)")
-    group.addoption("--vm-memory", type=int, default=DEFAULT_MEMORY_MIB,
-                    help=f"guest memory in MiB (default {DEFAULT_MEMORY_MIB})")
-    group.addoption("--vm-cpus", type=int, default=DEFAULT_CPUS,
-                    help=f"guest virtual CPUs (default {DEFAULT_CPUS})")
+    for option in OPTIONS:  # the VM's own options: one table for every front end
+        group.addoption(option.pytest, **option.parser_kwargs())
     group.addoption("--vm-reuse", action="store_true",
                     help="someone else's running VM: use it from its clean snapshot and leave "
                     "it running")
@@ -66,16 +63,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="folder whose .harness/ holds the VM (default: $HARNESS_VM_PROJECT, else "
                     "the rootdir), so several suites and tools (harness run, harness grade) "
                     "share one VM")
-    group.addoption("--vm-libvirt-host", default=None,
-                    help="run the VMs on this remote libvirt host over SSH (vagrant-libvirt's "
-                    "host/connect_via_ssh; default $HARNESS_LIBVIRT_HOST)")
-    group.addoption("--vm-libvirt-user", default=None,
-                    help="SSH user on the libvirt host (default $HARNESS_LIBVIRT_USER or root)")
-    group.addoption("--vm-libvirt-key", default=None,
-                    help="SSH private key for the libvirt host (default $HARNESS_LIBVIRT_SSH_KEY)")
-    group.addoption("--vm-isolate-network", action="store_true",
-                    help="the guest answers the harness's SSH and reaches nothing else: no "
-                    "host service, no other guest, no route out (on for harness grade)")
     group.addoption("--vm-leak-check", default=None, choices=list(LEAK_CHECK_MODES),
                     help="after each test, fail it for memory its modules allocated and never "
                     "freed: auto (kmemleak when the kernel has it, as the debug box does, else "
@@ -162,7 +149,7 @@ def _vm_project(config: pytest.Config) -> Path:
 
 
 def _open_session(config: pytest.Config, options, project: Path,
-                  state_subdir: str = "") -> HarnessSession:
+                  box: str | None = None) -> HarnessSession:
     """A ready VM and its session; the VM's state lives in ``project`` (or a subfolder of its
     .harness/ for a second box), the catalogue is the project's."""
     from harness.session import make_guest, make_vm, ready_vm
@@ -174,8 +161,7 @@ def _open_session(config: pytest.Config, options, project: Path,
     vm = None
     try:
         # Each xdist worker gets a VM of its own (its own state folder and libvirt domain).
-        vm_dir = project / ".harness" / "workers" / worker if worker else project
-        vm_dir = vm_dir / ".harness" / state_subdir if state_subdir else vm_dir
+        vm_dir = vm_project_dir(project, worker, box)
         vm = make_vm(options, vm_dir, log=sys.stderr, catalogue_dir=project)
         # The host's checks cost seconds of vagrant and virsh calls (more with several xdist
         # workers at once): run before a boot, which takes minutes and which they may spare,
@@ -242,8 +228,7 @@ def _session_for(request: pytest.FixtureRequest) -> HarnessSession:
     others = config.stash.setdefault(BOX_SESSIONS_KEY, {})
     if wanted.name not in others:
         options.box = wanted.name
-        others[wanted.name] = _open_session(config, options, project,
-                                            state_subdir="boxes/" + wanted.name)
+        others[wanted.name] = _open_session(config, options, project, box=wanted.name)
         config.add_cleanup(lambda: _close_session(config, others[wanted.name]))
     return others[wanted.name]
 

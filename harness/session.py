@@ -9,9 +9,7 @@ alike; each test of a session is a :class:`harness.testrun.TestRun`.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,69 +25,8 @@ from harness.kmod import AllocationWatch
 from harness.leaks import LeakCheck, choose, has_kmemleak
 from harness.oops.symbolize import KernelImage
 from harness.testrun import RunServices, TestRun
-from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB, VM, VMSettings
-
-
-def _env(name: str) -> str | None:
-    return os.environ.get(name) or None
-
-
-@dataclass
-class VMOptions:
-    """What a user chose about the VM, from any front end; the defaults are the product's
-    (the CLI and pytest options show these same values)."""
-
-    box: str | None = None  # catalogue name or Vagrant box name; None: the catalogue's default
-    driver: str = "auto"  # auto | kvm | qemu
-    memory: int = DEFAULT_MEMORY_MIB
-    cpus: int = DEFAULT_CPUS
-    boxes_file: Path | None = None
-    # A remote libvirt host reached over SSH (default: $HARNESS_LIBVIRT_HOST, else this machine).
-    libvirt_host: str | None = field(default_factory=lambda: _env("HARNESS_LIBVIRT_HOST"))
-    libvirt_user: str = field(default_factory=lambda: _env("HARNESS_LIBVIRT_USER") or "root")
-    libvirt_ssh_key: str | None = field(default_factory=lambda: _env("HARNESS_LIBVIRT_SSH_KEY"))
-    isolate_network: bool = False  # grading: the guest reaches nothing (see VMSettings)
-
-    @classmethod
-    def from_config(cls, config) -> VMOptions:
-        """From pytest's ``--vm-*`` options; a given option wins over the environment."""
-        def given(name: str):
-            return config.getoption(name)
-
-        options = cls(box=given("--vm-box"), driver=given("--vm-driver"),
-                      memory=given("--vm-memory"), cpus=given("--vm-cpus"),
-                      isolate_network=given("--vm-isolate-network"))
-        options._override_libvirt(given("--vm-libvirt-host"), given("--vm-libvirt-user"),
-                                  given("--vm-libvirt-key"))
-        return options
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> VMOptions:
-        """From the CLI's ``--box/--driver/--memory/--cpus/--boxes/--libvirt-host``."""
-        options = cls(box=args.box, driver=args.driver, memory=args.memory, cpus=args.cpus,
-                      boxes_file=Path(args.boxes) if getattr(args, "boxes", None) else None)
-        options._override_libvirt(args.libvirt_host, None, None)
-        return options
-
-    def _override_libvirt(self, host: str | None, user: str | None, key: str | None) -> None:
-        self.libvirt_host = host or self.libvirt_host
-        self.libvirt_user = user or self.libvirt_user
-        self.libvirt_ssh_key = key or self.libvirt_ssh_key
-
-    def pytest_args(self) -> list[str]:
-        """The same choices as options of a pytest run (the grader starts one)."""
-        args = [f"--vm-driver={self.driver}", f"--vm-memory={self.memory}",
-                f"--vm-cpus={self.cpus}"]
-        if self.box:
-            args.append(f"--vm-box={self.box}")
-        if self.libvirt_host:
-            args += [f"--vm-libvirt-host={self.libvirt_host}",
-                     f"--vm-libvirt-user={self.libvirt_user}"]
-            if self.libvirt_ssh_key:
-                args.append(f"--vm-libvirt-key={self.libvirt_ssh_key}")
-        if self.isolate_network:
-            args.append("--vm-isolate-network")
-        return args
+from harness.vm import VM, VMSettings
+from harness.vmoptions import VMOptions
 
 
 def make_vm(options: VMOptions, project_dir: Path, log=None,

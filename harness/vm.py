@@ -43,6 +43,7 @@ from harness.kmem import SET_UP_DIGEST
 from harness.libvirt import LIBVIRT_URI, LibvirtDomain
 from harness.paths import state_dir
 from harness.transport import SSHTarget, SSHTransport
+from harness.vmoptions import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
 
 PACKAGED_VAGRANTFILE = Path(__file__).parent / "data" / "Vagrantfile"
 ISOLATION_FILTER_FILE = Path(__file__).parent / "data" / "guest-isolation.nwfilter.xml"
@@ -64,8 +65,6 @@ QUICK_LOGIN_SCRIPT = (
 # it); a saved VM whose snapshot holds something else is replaced, not resumed.
 SNAPSHOT_CONTENTS = (f"kmem ledger {SET_UP_DIGEST} events enabled, recording off; "
                      f"quick logins {hashlib.sha256(QUICK_LOGIN_SCRIPT.encode()).hexdigest()[:8]}")
-DEFAULT_MEMORY_MIB = 2048
-DEFAULT_CPUS = 2
 
 
 @dataclass

@@ -23,7 +23,7 @@ PACKAGE = ROOT / "harness"
 LAYERS: dict[int, tuple[str, ...]] = {
     0: ("", "errors", "schema", "paths", "untrusted", "oops", "oops.demangle", "oops.logtext",
         "oops.patterns", "oops.title", "oops.detect", "oops.symbolize", "oops.corpus",
-        "grade.roster"),  # text in, data out
+        "grade.roster", "vmoptions"),  # text in, data out
     1: ("hostexec", "kernelbuild", "boxes", "boxbuild", "accel", "libvirt", "coverage"),  # host
     2: ("transport", "console", "taint", "sync", "hostbuild", "build", "kmsg", "kmem",
         "leaks", "guest", "kmod"),  # a guest, through a transport

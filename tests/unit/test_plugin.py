@@ -178,9 +178,9 @@ def harness_session(tmp_path_factory):
     return session
 
 
-def _open_session(config, options, project, state_subdir=""):
-    OPENED.append((options.box, state_subdir))
-    session, _, vm = scripted_session(project / state_subdir.replace("/", "-"))
+def _open_session(config, options, project, box=None):
+    OPENED.append((options.box, box))
+    session, _, vm = scripted_session(project / f"box-{box}")
     vm.settings.box.name = options.box
     return session
 
@@ -218,7 +218,7 @@ def test_debug_box(request):
 @pytest.mark.vm_box("debian-12-debug")
 def test_debug_box_again(request):
     assert _box(request) == "debian-12-debug"
-    assert OPENED == [("debian-12-debug", "boxes/debian-12-debug")]  # one VM per box
+    assert OPENED == [("debian-12-debug", "debian-12-debug")]  # one VM per box
 
 
 @pytest.mark.vm_box("harness/debian-12")

@@ -11,50 +11,53 @@ from harness.session import VMOptions
 from harness.vm import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
 
 
-class OptionsConfig:
-    """What VMOptions.from_config reads of a pytest config: --vm-* options by name."""
-
-    def __init__(self, args: list[str]):
-        self.values: dict[str, object] = {
-            "--vm-box": None, "--vm-driver": "auto", "--vm-memory": DEFAULT_MEMORY_MIB,
-            "--vm-cpus": DEFAULT_CPUS, "--vm-isolate-network": False,
-            "--vm-libvirt-host": None, "--vm-libvirt-user": None, "--vm-libvirt-key": None}
-        for arg in args:
-            name, _, value = arg.partition("=")
-            default = self.values[name]
-            self.values[name] = True if not value else int(value) if isinstance(
-                default, int) and not isinstance(default, bool) else value
-
-    def getoption(self, name: str) -> object:
-        return self.values[name]
-
-
 @pytest.fixture(autouse=True)
 def no_libvirt_environment(monkeypatch):
     for name in ("HARNESS_LIBVIRT_HOST", "HARNESS_LIBVIRT_USER", "HARNESS_LIBVIRT_SSH_KEY"):
         monkeypatch.delenv(name, raising=False)
 
 
-def test_cli_defaults_are_the_options_defaults():
+@pytest.fixture
+def pytest_options(pytester: pytest.Pytester):
+    """VMOptions read by pytest's own parser, with the harness plugin's real options."""
+    return lambda *args: VMOptions.from_config(pytester.parseconfig(*args))
+
+
+def test_cli_defaults_are_the_options_defaults(pytest_options):
     args = build_parser().parse_args(["run", "modules/hello"])
-    assert VMOptions.from_args(args) == VMOptions()
+    assert VMOptions.from_args(args) == VMOptions() == pytest_options()
+    assert (VMOptions().memory, VMOptions().cpus) == (DEFAULT_MEMORY_MIB, DEFAULT_CPUS)
 
 
-def test_cli_choices_reach_pytest_unchanged():
+def test_every_option_reaches_pytest_unchanged_from_the_command_line(pytest_options):
     args = build_parser().parse_args(
         ["grade", "--box", "debian-12-debug", "--memory", "3072", "--cpus", "1", "--driver",
-         "qemu", "--libvirt-host", "kvm1.example", "--spec", "spec.yaml", "--out", "out", "subs"])
+         "qemu", "--libvirt-host", "kvm1.example", "--libvirt-user", "ci", "--libvirt-key",
+         "/keys/ci", "--isolate-network", "--spec", "spec.yaml", "--out", "out", "subs"])
     from_cli = VMOptions.from_args(args)
-    assert (from_cli.box, from_cli.memory, from_cli.cpus, from_cli.driver,
-            from_cli.libvirt_host) == ("debian-12-debug", 3072, 1, "qemu", "kvm1.example")
-    assert VMOptions.from_config(OptionsConfig(from_cli.pytest_args())) == from_cli
+    assert from_cli == VMOptions(box="debian-12-debug", memory=3072, cpus=1, driver="qemu",
+                                 libvirt_host="kvm1.example", libvirt_user="ci",
+                                 libvirt_ssh_key="/keys/ci", isolate_network=True)
+    assert pytest_options(*from_cli.pytest_args()) == from_cli
 
 
-def test_given_options_win_over_the_environment(monkeypatch):
+def test_one_table_declares_every_option_of_both_front_ends(pytester: pytest.Pytester):
+    from harness.vmoptions import OPTIONS
+
+    config = pytester.parseconfig()
+    cli = build_parser().parse_args(["vm", "up"])
+    for option in OPTIONS:
+        assert config.getoption(option.pytest) in (None, False), option
+        assert getattr(cli, option.dest) in (None, False), option
+    assert {o.field for o in OPTIONS} == {f for f in VMOptions.__dataclass_fields__
+                                          if f != "boxes_file"}
+
+
+def test_given_options_win_over_the_environment(monkeypatch, pytest_options):
     monkeypatch.setenv("HARNESS_LIBVIRT_HOST", "from-env.example")
     monkeypatch.setenv("HARNESS_LIBVIRT_USER", "envuser")
-    assert VMOptions.from_config(OptionsConfig([])).libvirt_host == "from-env.example"
-    chosen = VMOptions.from_config(OptionsConfig(["--vm-libvirt-host=given.example"]))
+    assert pytest_options().libvirt_host == "from-env.example"
+    chosen = pytest_options("--vm-libvirt-host=given.example")
     assert (chosen.libvirt_host, chosen.libvirt_user) == ("given.example", "envuser")
 
 
@@ -68,3 +71,19 @@ def test_a_boot_that_outlasts_vagrant_libvirts_address_wait_is_recognised():
     assert not address_wait_timed_out("==> default: Waiting for domain to get an IP address...\n"
                                       "==> default: Waiting for SSH to become available...\n")
     assert not address_wait_timed_out("Error while creating domain: Fog::Errors::TimeoutError")
+
+
+def test_the_vm_folders_of_a_project_are_laid_out_in_one_place(tmp_path):
+    from harness.paths import other_vm_project_dirs, vm_project_dir
+
+    assert vm_project_dir(tmp_path) == tmp_path
+    worker = vm_project_dir(tmp_path, "gw1")
+    assert worker == tmp_path / ".harness" / "workers" / "gw1"
+    assert vm_project_dir(tmp_path, "gw1", "debian-12-debug") == \
+        worker / ".harness" / "boxes" / "debian-12-debug"
+    for folder in (worker, vm_project_dir(tmp_path, box="debian-12-k6.12")):
+        (folder / ".harness").mkdir(parents=True)
+    (tmp_path / ".harness" / "workers" / "gw2").mkdir()  # no VM in it
+    assert other_vm_project_dirs(tmp_path) == [
+        ("grading/xdist worker gw1", worker),
+        ("box debian-12-k6.12", tmp_path / ".harness" / "boxes" / "debian-12-k6.12")]
