@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness.build import make_command  # noqa: E402
+from harness.cleanstate import ready_vm  # noqa: E402
 from harness.coverage import CoverageCollector  # noqa: E402
 from harness.grade.runner import grade  # noqa: E402
 from harness.guest import Guest  # noqa: E402
@@ -61,7 +62,6 @@ from harness.session import (  # noqa: E402
     VMOptions,
     make_guest,
     make_vm,
-    ready_vm,
 )
 from harness.transport import SSHTarget  # noqa: E402
 

@@ -63,7 +63,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_vm(args: argparse.Namespace) -> int:
-    from harness.session import ready_vm
+    from harness.cleanstate import ready_vm
 
     vm = _vm(args)
     action = args.vm_command
@@ -136,9 +136,10 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The blog's loop for a person: sync, build, insmod, dmesg, rmmod, dmesg."""
+    from harness.cleanstate import ready_vm
     from harness.errors import BuildError, GuestUnreachable
     from harness.kmod import KernelCrashed, ModuleError, ModuleGroup, ModuleHung
-    from harness.session import HarnessSession, make_guest, ready_vm
+    from harness.session import HarnessSession, make_guest
 
     try:
         params = _parse_params(args.param)

@@ -152,7 +152,8 @@ def _open_session(config: pytest.Config, options, project: Path,
                   box: str | None = None) -> HarnessSession:
     """A ready VM and its session; the VM's state lives in ``project`` (or a subfolder of its
     .harness/ for a second box), the catalogue is the project's."""
-    from harness.session import make_guest, make_vm, ready_vm
+    from harness.cleanstate import ready_vm
+    from harness.session import make_guest, make_vm
 
     errors = config.stash.setdefault(SESSION_ERRORS_KEY, {})
     if options.box in errors:

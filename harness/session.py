@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import accel, coverage, kmem
+from harness import accel, coverage
 from harness.boxbuild import box_kernel, box_rootfs
 from harness.boxes import load_catalogue
+from harness.cleanstate import save_clean_snapshot
 from harness.errors import HarnessError, VMError
 from harness.guest import Guest
 from harness.hostbuild import RootfsBuilder
@@ -51,50 +52,6 @@ def make_vm(options: VMOptions, project_dir: Path, log=None,
     # Plain `vagrant up` in this folder then picks the same driver.
     (vm.state / "driver").write_text(driver + "\n")
     return vm
-
-
-def ready_vm(vm: VM, reuse: bool = True) -> VM:
-    """Up (or reused, or resumed), reachable over SSH, with a clean snapshot to come back to.
-
-    A VM that exists with a clean snapshot (running, or powered off by the end of an earlier run)
-    is reverted to it: that resumes the booted kernel from its saved memory in seconds instead of
-    booting, and whatever ran before (a person, or a run interrupted in the middle of a crash)
-    leaves nothing behind. A VM made with other settings (box, recipe, driver, size) is replaced.
-    """
-    recorded = vm.recorded_fingerprint()
-    if vm.domain.id and recorded is not None and recorded != vm.settings_fingerprint():
-        vm.say(f"the existing VM was made with other settings ({recorded}); replacing it")
-        vm.destroy()
-    if reuse and vm.has_snapshot():
-        running = vm.is_running()
-        vm.say("reusing the running VM from its clean snapshot" if running
-               else "resuming the saved VM from its clean snapshot (no boot)")
-        try:
-            seconds = vm.restore_snapshot(archive_as="before-reuse")
-            vm.say(f"guest ready in {seconds:.1f} s")
-            vm.record_fingerprint()
-            return vm
-        except VMError as err:
-            vm.say(f"could not resume it ({err}); making a new VM")
-            vm.destroy()
-    if not (reuse and vm.is_running()):
-        vm.up()
-    vm.wait_for_ssh()
-    vm.apply_network_policy()  # a running VM that was reused as it is
-    vm.record_fingerprint()
-    if not vm.has_snapshot():
-        vm.say("saving a snapshot of the clean, booted kernel")
-        save_clean_snapshot(vm)
-    return vm
-
-
-def save_clean_snapshot(vm: VM) -> None:
-    """The clean snapshot, with what every test would otherwise set up again first (see
-    ``vm.SNAPSHOT_CONTENTS``): the kmem ledger's tracing instance, its events enabled, and
-    quicker SSH logins."""
-    kmem.prepare_guest(vm.transport())
-    vm.quicken_logins()
-    vm.save_snapshot()
 
 
 def make_guest(vm: VM, build_mode: str = "auto", cache_name: str = "build-cache") -> Guest:

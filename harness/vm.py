@@ -28,7 +28,6 @@ from pathlib import Path
 import paramiko
 import vagrant
 
-from harness.boxbuild import BUILDER_VERSION
 from harness.boxes import Box
 from harness.console import (
     LocalSerialConsole,
@@ -39,7 +38,6 @@ from harness.console import (
 )
 from harness.errors import CommandFailed, GuestUnreachable, VMError
 from harness.hostexec import HostCommandError
-from harness.kmem import SET_UP_DIGEST
 from harness.libvirt import LIBVIRT_URI, LibvirtDomain
 from harness.paths import state_dir
 from harness.transport import SSHTarget, SSHTransport
@@ -49,24 +47,6 @@ PACKAGED_VAGRANTFILE = Path(__file__).parent / "data" / "Vagrantfile"
 ISOLATION_FILTER_FILE = Path(__file__).parent / "data" / "guest-isolation.nwfilter.xml"
 ISOLATION_FILTER = "harness-guest-isolation"
 CLEAN_SNAPSHOT = "harness-clean"
-# Quicker SSH logins on the harness's own boxes (a known sshd): a test needs new logins after
-# each revert, and under emulation PAM's session modules (logind, motd) and sshd's re-exec of
-# itself for each connection make one take 1-2 s instead of about 0.5. The drop-in sorts before
-# the distribution's (the first value sshd reads wins); -r is kept only if this sshd takes it.
-QUICK_LOGIN_FILE = "/etc/ssh/sshd_config.d/00-harness-quick-login.conf"
-QUICK_LOGIN_SCRIPT = (
-    "printf '# harness: logins for tests, without PAM session modules\\nUsePAM no\\n' > "
-    f"{QUICK_LOGIN_FILE} && "
-    "if sshd -t -r 2>/dev/null && [ -f /etc/default/ssh ]; then "
-    "sed -i 's/^SSHD_OPTS=.*/SSHD_OPTS=-r/' /etc/default/ssh; fi && "
-    "sshd -t && systemctl restart ssh"  # the unit's KillMode=process: sessions stay
-)
-# What the clean snapshot holds besides the booted guest (session.save_clean_snapshot makes
-# it); a saved VM whose snapshot holds something else is replaced, not resumed.
-SNAPSHOT_CONTENTS = (f"kmem ledger {SET_UP_DIGEST} events enabled, recording off; "
-                     f"quick logins {hashlib.sha256(QUICK_LOGIN_SCRIPT.encode()).hexdigest()[:8]}")
-
-
 @dataclass
 class VMSettings:
     box: Box
@@ -226,27 +206,6 @@ class VM:
         self._retarget()
         self.apply_network_policy()
 
-    def settings_fingerprint(self) -> dict[str, object]:
-        """What a saved VM must have been made with to be resumed: box (and its recipe), driver,
-        memory, CPUs."""
-        s = self.settings
-        recipe = s.box.recipe.digest(BUILDER_VERSION) if s.box.recipe is not None else None
-        return {"box": s.box.vagrant_box, "recipe": recipe, "driver": s.driver,
-                "memory": s.memory, "cpus": s.cpus, "snapshot": SNAPSHOT_CONTENTS}
-
-    def recorded_fingerprint(self) -> dict[str, object] | None:
-        try:
-            return json.loads(self._fingerprint_file.read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def record_fingerprint(self) -> None:
-        self._fingerprint_file.write_text(json.dumps(self.settings_fingerprint()) + "\n")
-
-    @property
-    def _fingerprint_file(self) -> Path:
-        return self.state / "vm-settings.json"
-
     def power_off(self) -> None:
         """Stop the domain at once but keep it, its disk and its snapshots: the next run resumes
         from the clean snapshot (memory included) instead of booting."""
@@ -265,7 +224,6 @@ class VM:
             self.vagrant().destroy()
         except subprocess.CalledProcessError as err:
             raise self._vagrant_failed("destroy") from err
-        self._fingerprint_file.unlink(missing_ok=True)
         self._surroundings_file.unlink(missing_ok=True)
 
     # -- SSH ------------------------------------------------------------------------------------
@@ -319,15 +277,6 @@ class VM:
                 self.close()
                 time.sleep(0.5)  # a reverted guest answers about 3 s after the revert
         raise VMError(f"the guest did not answer over SSH within {timeout:.0f} s: {last}")
-
-    def quicken_logins(self) -> None:
-        """A quicker sshd on the harness's own boxes (before the clean snapshot: every revert
-        has it); other boxes keep their sshd as it is."""
-        if self.settings.box.recipe is None:
-            return
-        self.transport().run(QUICK_LOGIN_SCRIPT, sudo=True, timeout=60).check()
-        self.close()
-        self.wait_for_ssh(timeout=60)  # a restarted sshd takes new logins a moment later
 
     # -- the clean snapshot -----------------------------------------------------------------------
     def has_snapshot(self, name: str = CLEAN_SNAPSHOT) -> bool:

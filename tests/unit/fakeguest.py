@@ -107,9 +107,6 @@ class ScriptedVM:
     def reboot(self) -> float:
         return self._step("reboot")
 
-    def quicken_logins(self) -> None:
-        pass
-
     def save_snapshot(self) -> None:
         self.steps.append("snapshot")
 

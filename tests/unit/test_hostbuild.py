@@ -5,12 +5,14 @@ The real builds and the real resume are in tests/vm/test_fast_paths.py.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from harness import cleanstate
 from harness.build import (
     IN_GUEST,
     ON_HOST,
@@ -19,6 +21,7 @@ from harness.build import (
     build_key,
     make_command,
 )
+from harness.cleanstate import ready_vm
 from harness.errors import VMError
 from harness.hostbuild import (
     CompileOutcome,
@@ -27,7 +30,6 @@ from harness.hostbuild import (
     parse_toolchain,
     split_outputs,
 )
-from harness.session import ready_vm
 from harness.transport import CommandResult
 
 GUEST = Toolchain("6.1.0-56-amd64", "0c2e8643" * 8, "gcc (Debian 12.2.0-14+deb12u1) 12.2.0")
@@ -136,21 +138,30 @@ def test_a_missing_rootfs_or_bubblewrap_is_explained(tmp_path, monkeypatch):
 class FakeVM:
     """Records what ready_vm asks of a VM."""
 
+    state: Path
     has_domain: bool = True
     snapshot: bool = True
     running: bool = False
-    recorded: dict | None = None
     restore_fails: bool = False
+    driver: str = "qemu"
     calls: list[str] = field(default_factory=list)
 
-    def settings_fingerprint(self) -> dict:
-        return {"box": "harness/debian-12", "driver": "qemu"}
+    @property
+    def settings(self) -> SimpleNamespace:
+        box = SimpleNamespace(vagrant_box="harness/debian-12", recipe=SimpleNamespace(
+            digest=lambda version: "recipe-digest"))
+        return SimpleNamespace(box=box, driver=self.driver, memory=2048, cpus=2)
 
-    def recorded_fingerprint(self) -> dict | None:
-        return self.recorded
+    @property
+    def recorded(self) -> dict | None:
+        return cleanstate.recorded_fingerprint(self)  # type: ignore[arg-type]
 
-    def record_fingerprint(self) -> None:
-        self.recorded = self.settings_fingerprint()
+    def record(self, **changes: object) -> FakeVM:
+        """As if an earlier run had made this VM (with ``changes`` to its settings)."""
+        cleanstate.record_fingerprint(self)  # type: ignore[arg-type]
+        data = {**json.loads((self.state / cleanstate.FINGERPRINT_FILE).read_text()), **changes}
+        (self.state / cleanstate.FINGERPRINT_FILE).write_text(json.dumps(data))
+        return self
 
     @property
     def domain(self) -> SimpleNamespace:
@@ -180,15 +191,15 @@ class FakeVM:
         self.calls.append("up")
         self.has_domain = self.running = True
 
-    def wait_for_ssh(self) -> None:
+    def wait_for_ssh(self, timeout: float = 180.0) -> None:
         self.calls.append("ssh")
+
+    def close(self) -> None:
+        pass
 
     def apply_network_policy(self) -> bool:
         self.calls.append("network policy")
         return False
-
-    def quicken_logins(self) -> None:
-        self.calls.append("quick logins")
 
     def save_snapshot(self) -> None:
         self.calls.append("snapshot")
@@ -197,42 +208,52 @@ class FakeVM:
     def transport(self) -> SimpleNamespace:
         """Commands the session runs in the guest before its snapshot, recorded by script."""
         def run(script: str, **_: object) -> SimpleNamespace:
-            self.calls.append("guest: " + ("kmem events" if "events/kmem" in script else script))
-            return SimpleNamespace(ok=True)
+            what = ("quick logins" if cleanstate.QUICK_LOGIN_FILE in script else
+                    "guest: kmem events" if "events/kmem" in script else "guest: " + script)
+            self.calls.append(what)
+            result = SimpleNamespace(ok=True)
+            result.check = lambda: result
+            return result
         return SimpleNamespace(run=run)
 
 
-# After a boot: SSH answers, the network policy, the kmem events enabled once, quick logins,
-# the snapshot.
-BOOTED = ["ssh", "network policy", "guest: kmem events", "quick logins", "snapshot"]
+# After a boot: SSH answers, the network policy, the kmem events enabled once, quick logins
+# (then SSH again), the snapshot.
+BOOTED = ["ssh", "network policy", "guest: kmem events", "quick logins", "ssh", "snapshot"]
 
 
 def actions(vm: FakeVM) -> list[str]:
     return [c for c in vm.calls if not c.startswith("say")]
 
 
-def test_a_saved_vm_is_resumed_from_its_snapshot_not_booted():
-    vm = FakeVM(recorded={"box": "harness/debian-12", "driver": "qemu"})
+def test_a_saved_vm_is_resumed_from_its_snapshot_not_booted(tmp_path):
+    vm = FakeVM(tmp_path).record()
     ready_vm(vm)  # type: ignore[arg-type]
     assert actions(vm) == ["restore"]
     assert any("resuming the saved VM" in c for c in vm.calls)
 
 
-def test_a_vm_made_with_other_settings_is_replaced():
-    vm = FakeVM(recorded={"box": "harness/debian-12", "driver": "kvm"})
+def test_a_vm_made_with_other_settings_is_replaced(tmp_path):
+    vm = FakeVM(tmp_path).record(driver="kvm")
     ready_vm(vm)  # type: ignore[arg-type]
     assert actions(vm) == ["destroy", "up", *BOOTED]
-    assert vm.recorded == vm.settings_fingerprint()
+    assert vm.recorded == cleanstate.settings_fingerprint(vm)  # type: ignore[arg-type]
 
 
-def test_a_vm_that_cannot_be_resumed_is_made_anew():
-    vm = FakeVM(restore_fails=True)
+def test_a_snapshot_holding_other_things_is_replaced(tmp_path):
+    vm = FakeVM(tmp_path).record(snapshot="kmem ledger 0000 events enabled; quick logins 00")
+    ready_vm(vm)  # type: ignore[arg-type]
+    assert actions(vm) == ["destroy", "up", *BOOTED]
+
+
+def test_a_vm_that_cannot_be_resumed_is_made_anew(tmp_path):
+    vm = FakeVM(tmp_path, restore_fails=True)
     ready_vm(vm)  # type: ignore[arg-type]
     assert actions(vm) == ["restore", "destroy", "up", *BOOTED]
 
 
-def test_no_vm_yet_boots_one_and_takes_the_clean_snapshot():
-    vm = FakeVM(has_domain=False, snapshot=False)
+def test_no_vm_yet_boots_one_and_takes_the_clean_snapshot(tmp_path):
+    vm = FakeVM(tmp_path, has_domain=False, snapshot=False)
     ready_vm(vm)  # type: ignore[arg-type]
     assert actions(vm) == ["up", *BOOTED]
 

@@ -242,6 +242,7 @@ def test_vm_box_runs_a_test_on_another_box_s_vm_started_once(pytester: pytest.Py
 SESSION_CONFTEST = """
 import pytest
 from fakeguest import ScriptedTransport, ScriptedVM
+from harness import cleanstate
 from harness import session as harness_session_module
 from harness.errors import VMError
 from harness.guest import Guest
@@ -273,7 +274,7 @@ FAIL_DEBUG = False
 def _scripted_vms(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(harness_session_module, "make_vm", make_vm)
-    mp.setattr(harness_session_module, "ready_vm", lambda vm, reuse=True: vm)
+    mp.setattr(cleanstate, "ready_vm", lambda vm, reuse=True: vm)
     mp.setattr(harness_session_module, "make_guest", lambda vm, build_mode="auto":
                Guest(ScriptedTransport(), tmp_path_factory.mktemp("cache")))
     yield

@@ -9,7 +9,7 @@ import hashlib
 import pytest
 
 from harness.build import IN_GUEST, ON_HOST
-from harness.session import ready_vm
+from harness.cleanstate import ready_vm
 
 pytestmark = pytest.mark.vm
 
