@@ -8,6 +8,7 @@ can re-print an earlier RIP).
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
@@ -172,8 +173,8 @@ def split_blocks(log: Log) -> list[_Block]:
         headers.append((index, group))
     if not headers:
         return []
-    ends = [line for line in (log.line_at(hit) for hit in find_all(log.text, "---[ end"))
-            if REPORT_END.match(log.texts[line].strip())]
+    ends = sorted(line for line in (log.line_at(hit) for hit in find_all(log.text, "---[ end"))
+                  if REPORT_END.match(log.texts[line].strip()))
     interruptions = sorted(log.line_at(hit) for message in MESSAGES_WITH_STACK
                            for hit in find_all(log.text, message))
     blocks: list[_Block] = []
@@ -189,16 +190,17 @@ def split_blocks(log: Log) -> list[_Block]:
         start = index - 1 if index > 0 and _CUT_HERE.match(log.texts[index - 1].strip()) \
             else index
         end = min(len(log.texts) - 1, start + MAX_REPORT_LINES - 1)
-        closing = next((e for e in ends if index < e <= end), None)
+        after = bisect.bisect_right(ends, index)  # ends are sorted: the first one after
+        closing = ends[after] if after < len(ends) and ends[after] <= end else None
         panicked = "Kernel panic" in text
         if closing is not None:
             end = closing
             panicked |= "Kernel panic" in log.texts[closing]
         blocks.append(_Block(group, index, start, end, len(log.texts) - 1, panicked))
     for block in blocks:
-        cut = next((line for line in interruptions if line > block.header), None)
-        if cut is not None and log.context(block.header) is None:
-            block.title_end = min(block.title_end, cut - 1)
+        after = bisect.bisect_right(interruptions, block.header)
+        if after < len(interruptions) and log.context(block.header) is None:
+            block.title_end = min(block.title_end, interruptions[after] - 1)
     return blocks
 
 
