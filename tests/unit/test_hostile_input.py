@@ -11,10 +11,10 @@ import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
-import zipfile
 from pathlib import Path
 
 import pytest
+from craft import ENCRYPTED, zip_of
 
 from harness.build import Builder, BuildResult, ModuleBuildError, parse_diagnostics
 from harness.grade.extract import UnsafeSubmission, extract
@@ -148,8 +148,8 @@ def test_one_unreadable_submission_never_ends_the_run(tmp_path, monkeypatch):
     subs = tmp_path / "subs"
     subs.mkdir()
     shutil.copytree(CORRECT, subs / "good")
-    _zip_of(CORRECT, subs / "encrypted.zip", encrypt=True)
-    _zip_of(CORRECT, subs / "zstd.zip", method=93)
+    zip_of(CORRECT, subs / "encrypted.zip", flag=ENCRYPTED)
+    zip_of(CORRECT, subs / "zstd.zip", method=93)
     (subs / "loop").mkdir()
     shutil.copytree(CORRECT, subs / "loop" / "src")
     os.symlink("self", subs / "loop" / "src" / "self")
@@ -177,24 +177,6 @@ def test_one_unreadable_submission_never_ends_the_run(tmp_path, monkeypatch):
     }
     assert len(list(csv.DictReader(io.StringIO((out / "gradebook.csv").read_text())))) == 8
     ET.parse(out / "junit.xml")
-
-
-def _zip_of(folder: Path, target: Path, encrypt: bool = False, method: int | None = None):
-    """A zip of ``folder``; ``encrypt`` sets the encryption flag, ``method`` patches the
-    compression method of every member (both as real zip tools write them)."""
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:
-        for path in sorted(folder.iterdir()):
-            zf.write(path, path.name)
-    data = bytearray(target.read_bytes())
-    for signature, flags_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
-        start = 0
-        while (start := data.find(signature, start)) >= 0:
-            if encrypt:
-                data[start + flags_at] |= 0x1
-            if method is not None:
-                data[start + method_at:start + method_at + 2] = method.to_bytes(2, "little")
-            start += 4
-    target.write_bytes(bytes(data))
 
 
 def test_a_folder_linking_out_or_to_a_folder_is_refused(tmp_path):

@@ -26,10 +26,10 @@ import subprocess
 import sys
 import tarfile
 import xml.etree.ElementTree as ET
-import zipfile
 from pathlib import Path
 
 import pytest
+from craft import ENCRYPTED, zip_of
 
 pytestmark = pytest.mark.vm
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,21 +97,6 @@ def _replace(old: str, new: str):
     return edit
 
 
-def _zip(folder: Path, target: Path, flag: int = 0, method: int | None = None) -> None:
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:
-        for path in sorted(folder.iterdir()):
-            zf.write(path, path.name)
-    data = bytearray(target.read_bytes())
-    for signature, flags_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
-        start = 0
-        while (start := data.find(signature, start)) >= 0:
-            data[start + flags_at] |= flag
-            if method is not None:
-                data[start + method_at:start + method_at + 2] = method.to_bytes(2, "little")
-            start += 4
-    target.write_bytes(bytes(data))
-
-
 def make_submissions(folder: Path, secret_file: Path) -> dict[str, float | None]:
     """The hostile folder; returns display name -> expected score (None: rejected)."""
     folder.mkdir()
@@ -121,7 +106,7 @@ def make_submissions(folder: Path, secret_file: Path) -> dict[str, float | None]
         expected[shown] = 10
     # Two submissions for one student, one right and one not: each graded on its own files.
     _copy(CORRECT, folder / "dup")
-    _zip(SUBMISSIONS / "compile_error", folder / "dup.zip")
+    zip_of(SUBMISSIONS / "compile_error", folder / "dup.zip")
     expected |= {"dup": 10, "dup.zip": 0}
     # Debug information naming the grader's files.
     with tarfile.open(SUBMISSIONS / "null_dereference_on_exit.tar.gz") as tar:
@@ -137,8 +122,8 @@ def make_submissions(folder: Path, secret_file: Path) -> dict[str, float | None]
         kmalloc, f'#line 1 "{climb}"\n{kmalloc}'))
     expected |= {"dwarf_environ": 4, "dwarf_host_file": 4, "dwarf_climb": 4}
     # Submissions nobody can unpack.
-    _zip(CORRECT, folder / "encrypted.zip", flag=0x1)
-    _zip(CORRECT, folder / "zstd.zip", method=93)
+    zip_of(CORRECT, folder / "encrypted.zip", flag=ENCRYPTED)
+    zip_of(CORRECT, folder / "zstd.zip", method=93)
     _copy(CORRECT, folder / "loop" / "src")
     os.symlink("self", folder / "loop" / "src" / "self")
     undecodable = _copy(CORRECT, folder / "inner_name")
