@@ -150,18 +150,23 @@ def extract(submission: Path, target: Path, max_bytes: int = 20 * 2**20,
         shutil.rmtree(target)
     target.mkdir(parents=True)
     try:
+        name = submission.name  # a link's own name says what kind it is
         if submission.is_symlink():
-            raise UnsafeSubmission("the submission is a symbolic link: hand in the folder or "
-                                   "archive itself")
+            # The submissions folder is the teacher's: a link in it (a folder assembled from
+            # others) is followed; links inside a submission stay confined to it.
+            try:
+                submission = submission.resolve(strict=True)
+            except (OSError, RuntimeError) as err:
+                raise UnsafeSubmission("the submission is a symbolic link that leads nowhere "
+                                       "(or in a loop)") from err
         if submission.is_dir():
             _copy_folder(submission, target, max_bytes, max_files)
-        elif submission.name.endswith(".zip"):
+        elif name.endswith(".zip"):
             _extract_zip(submission, target, max_bytes, max_files)
-        elif submission.name.endswith((".tar.gz", ".tgz", ".tar")):
+        elif name.endswith((".tar.gz", ".tgz", ".tar")):
             _extract_tar(submission, target, max_bytes, max_files)
         else:
-            raise UnsafeSubmission(f"not a folder, .zip or .tar.gz: "
-                                   f"{display_name(submission.name)}")
+            raise UnsafeSubmission(f"not a folder, .zip or .tar.gz: {display_name(name)}")
     except UnsafeSubmission:
         shutil.rmtree(target, ignore_errors=True)
         raise
