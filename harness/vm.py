@@ -12,21 +12,12 @@ of booting. The libvirt host is this machine or a remote one reached over SSH
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
 import json
-import os
-import re
-import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import paramiko
-import vagrant
 
 from harness.boxes import Box
 from harness.console import (
@@ -41,9 +32,9 @@ from harness.hostexec import HostCommandError
 from harness.libvirt import LIBVIRT_URI, LibvirtDomain
 from harness.paths import state_dir
 from harness.transport import SSHTarget, SSHTransport
+from harness.vagrant_machine import VagrantMachine, domain_prefix
 from harness.vmoptions import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
 
-PACKAGED_VAGRANTFILE = Path(__file__).parent / "data" / "Vagrantfile"
 ISOLATION_FILTER_FILE = Path(__file__).parent / "data" / "guest-isolation.nwfilter.xml"
 ISOLATION_FILTER = "harness-guest-isolation"
 CLEAN_SNAPSHOT = "harness-clean"
@@ -71,19 +62,6 @@ class VMSettings:
         return f"qemu+ssh://{self.libvirt_user}@{self.libvirt_host}/system{keyfile}"
 
 
-def domain_prefix(project_dir: Path) -> str:
-    digest = hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:10]
-    return f"harness-{digest}-"
-
-
-def address_wait_timed_out(vagrant_output: str) -> bool:
-    """Whether ``vagrant up`` gave up waiting for the guest's DHCP address: vagrant-libvirt waits
-    a fixed 300 x 2 s, which a KASAN kernel's first boot under emulation can outlast (it then
-    removes the domain, so another ``vagrant up`` starts afresh)."""
-    return ("Waiting for domain to get an IP address" in vagrant_output
-            and "Fog::Errors::TimeoutError" in vagrant_output)
-
-
 @dataclass
 class VM:
     """One Vagrant machine for a project folder."""
@@ -100,34 +78,19 @@ class VM:
         self.state.mkdir(parents=True, exist_ok=True)
         self.serial_log = self.state / "serial.log"
         self._serial_start = 0  # where the console's text since the last restore begins
-        self.vagrant_log = self.state / "vagrant.log"
-        self.vagrant_dir = self._vagrant_dir()
         self.log = self.log or sys.stderr
-        self.domain = LibvirtDomain(
-            self.settings.libvirt_uri,
-            self.vagrant_dir / ".vagrant" / "machines" / "default" / "libvirt" / "id")
+        self.vagrant = VagrantMachine(self.project_dir, self.state, self._vagrant_settings,
+                                      say=self.say, progress=self._progress)
+        self.domain = LibvirtDomain(self.settings.libvirt_uri, self.vagrant.id_file)
         self.console: SerialConsole = (
             RemoteSerialConsole(f"/var/tmp/{domain_prefix(self.project_dir)}serial.log",
                                 self._libvirt_host)
             if self.settings.libvirt_host else LocalSerialConsole(self.serial_log))
 
-    # -- Vagrant plumbing -------------------------------------------------------------------------
-    def _vagrant_dir(self) -> Path:
-        """The project's own Vagrantfile when it has one, else a copy of the packaged one."""
-        if (self.project_dir / "Vagrantfile").is_file():
-            return self.project_dir
-        vm_dir = self.state / "vagrant"
-        vm_dir.mkdir(parents=True, exist_ok=True)
-        target = vm_dir / "Vagrantfile"
-        if not target.is_file() or target.read_bytes() != PACKAGED_VAGRANTFILE.read_bytes():
-            shutil.copyfile(PACKAGED_VAGRANTFILE, target)
-        return vm_dir
-
-    def env(self) -> dict[str, str]:
+    def _vagrant_settings(self) -> dict[str, str]:
+        """What the Vagrantfile reads: this VM's settings as HARNESS_* variables."""
         s = self.settings
         return {
-            **os.environ,
-            "VAGRANT_DEFAULT_PROVIDER": "libvirt",
             "HARNESS_PROJECT_DIR": str(self.project_dir),
             "HARNESS_BOX": s.box.vagrant_box,
             "HARNESS_DRIVER": s.driver,
@@ -141,32 +104,18 @@ class VM:
             "HARNESS_LIBVIRT_SSH_KEY": s.libvirt_ssh_key or "",
         }
 
-    def vagrant(self) -> vagrant.Vagrant:
-        return vagrant.Vagrant(
-            root=str(self.vagrant_dir), env=self.env(),
-            out_cm=vagrant.make_file_cm(str(self.vagrant_log)),
-            err_cm=vagrant.make_file_cm(str(self.vagrant_log)),
-        )
-
     def say(self, text: str) -> None:
         print(f"harness: {text}", file=self.log, flush=True)
 
-    def _vagrant_failed(self, what: str) -> VMError:
-        tail = ""
-        if self.vagrant_log.is_file():
-            tail = "\n".join(self.vagrant_log.read_text(errors="replace").splitlines()[-15:])
-        return VMError(
-            f"`vagrant {what}` failed (full log: {self.vagrant_log}); run `harness doctor` to "
-            f"check the host. Last lines:\n{tail}"
-        )
+    def _progress(self, line: str) -> None:
+        print("  " + line, file=self.log, flush=True)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def status(self) -> str:
-        try:
-            states = self.vagrant().status()
-        except subprocess.CalledProcessError as err:
-            raise self._vagrant_failed("status") from err
-        return states[0].state if states else "unknown"
+        """libvirt's word on the domain ("running", "shut off", ...), "not created" without
+        one. Not vagrant's: it says "inaccessible" for a resumed guest whose DHCP lease it
+        cannot find."""
+        return self.domain.state() or "not created"
 
     def is_running(self) -> bool:
         """libvirt's word, not vagrant's: quicker, and right for a resumed guest whose DHCP lease
@@ -180,27 +129,7 @@ class VM:
         self.say(f"starting VM {self.settings.box.vagrant_box} (driver {self.settings.driver}, "
                  f"{self.settings.memory} MiB, {self.settings.cpus} CPUs); "
                  f"console log {self.console.location}")
-        v = vagrant.Vagrant(root=str(self.vagrant_dir), env=self.env(),
-                            err_cm=vagrant.make_file_cm(str(self.vagrant_log)))
-        for attempt in (1, 2):
-            logged_before = self.vagrant_log.stat().st_size if self.vagrant_log.exists() else 0
-            try:
-                with open(self.vagrant_log, "a") as log:
-                    for line in v.up(provider="libvirt", stream_output=True):
-                        log.write(line)
-                        log.flush()
-                        shown = progress_free(line)
-                        if shown:
-                            print("  " + shown, file=self.log, flush=True)
-                break
-            except subprocess.CalledProcessError as err:
-                with open(self.vagrant_log, errors="replace") as log:
-                    log.seek(logged_before)
-                    if attempt == 1 and address_wait_timed_out(log.read()):
-                        self.say("the guest got no address within vagrant-libvirt's fixed wait "
-                                 "(10 min; a slow boot under emulation): booting once more")
-                        continue
-                raise self._vagrant_failed("up") from err
+        self.vagrant.up()
         self.say(f"VM up in {time.monotonic() - started:.0f} s")
         self._surroundings_file.unlink(missing_ok=True)  # a new boot: no clean snapshot yet
         self._retarget()
@@ -214,16 +143,12 @@ class VM:
 
     def halt(self) -> None:
         self.close()
-        with contextlib.suppress(subprocess.CalledProcessError):
-            self.vagrant().halt(force=True)
+        self.vagrant.halt()
 
     def destroy(self) -> None:
         self.close()
         self.domain.delete_snapshots()
-        try:
-            self.vagrant().destroy()
-        except subprocess.CalledProcessError as err:
-            raise self._vagrant_failed("destroy") from err
+        self.vagrant.destroy()
         self._surroundings_file.unlink(missing_ok=True)
 
     # -- SSH ------------------------------------------------------------------------------------
@@ -234,16 +159,7 @@ class VM:
         saved = self._surroundings()["ssh"]
         if saved is not None and self.domain.state() == "running":
             return SSHTarget(**saved)
-        return self._vagrant_ssh_target()
-
-    def _vagrant_ssh_target(self) -> SSHTarget:
-        """Where vagrant says the guest's SSH is, read by paramiko's own ssh_config parser (it
-        expands %h/%p in the ProxyCommand vagrant-libvirt uses for a remote libvirt host)."""
-        try:
-            text = self.vagrant().ssh_config()
-        except subprocess.CalledProcessError as err:
-            raise self._vagrant_failed("ssh-config") from err
-        return ssh_target_from_config(text, self.settings.box.user)
+        return self.vagrant.ssh_target(self.settings.box.user)
 
     def _retarget(self) -> None:
         """After a new boot or a revert the guest's address may differ; whoever holds the
@@ -365,30 +281,6 @@ class VM:
         if not name:
             return None
         return archive(self.console, self.serial_archive_path(name), since=self._serial_start)
-
-
-_TERMINAL_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_PROGRESS = re.compile(r"^\s*Progress: \d+%")
-
-
-def progress_free(line: str) -> str:
-    """Vagrant's output line without its in-place progress counter (``\\rProgress: 42%``
-    repeated thousands of times on one line): what is worth a line in a log. The raw output
-    stays in vagrant.log."""
-    segments = _TERMINAL_ESCAPE.sub("", line).split("\r")
-    return " ".join(seg.strip() for seg in segments
-                    if seg.strip() and not _PROGRESS.match(seg)).strip()
-
-
-def ssh_target_from_config(text: str, default_user: str) -> SSHTarget:
-    """The first host of an OpenSSH config text (what ``vagrant ssh-config`` prints)."""
-    config = paramiko.SSHConfig.from_text(text)
-    names = [name for name in config.get_hostnames() if name != "*"]
-    if not names:
-        raise VMError(f"vagrant printed no SSH host:\n{text}")
-    conf = config.lookup(names[0])
-    return SSHTarget(conf["hostname"], int(conf.get("port", 22)), conf.get("user", default_user),
-                     (conf.get("identityfile") or [""])[0], conf.get("proxycommand"))
 
 
 def _safe_name(name: str) -> str:

@@ -19,7 +19,8 @@ import pytest
 
 from harness.boxes import load_catalogue
 from harness.session import VMOptions, make_vm
-from harness.vm import PACKAGED_VAGRANTFILE, VMSettings
+from harness.vagrant_machine import PACKAGED_VAGRANTFILE
+from harness.vm import VMSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +66,7 @@ def vm_env(tmp_path: Path, **settings: object) -> dict[str, str]:
     box = load_catalogue(ROOT / "boxes.yaml").get("debian-12")
     from harness.vm import VM
 
-    return VM(VMSettings(box=box, **settings), project_dir=tmp_path).env()  # type: ignore[arg-type]
+    return VM(VMSettings(box=box, **settings), project_dir=tmp_path).vagrant.env()  # type: ignore[arg-type]
 
 
 def only_harness(env: dict[str, str]) -> dict[str, str]:
@@ -140,7 +141,7 @@ def test_shards_partition_the_suite():
 
 
 def test_the_guest_is_reached_through_vagrant_libvirts_proxy_command():
-    from harness.vm import ssh_target_from_config
+    from harness.vagrant_machine import ssh_target_from_config
 
     target = ssh_target_from_config(
         "Host default\n  HostName 192.168.121.28\n  User vagrant\n  Port 22\n"
@@ -154,7 +155,7 @@ def test_the_guest_is_reached_through_vagrant_libvirts_proxy_command():
 
 
 def test_vagrants_progress_counter_does_not_flood_the_log():
-    from harness.vm import progress_free
+    from harness.vagrant_machine import progress_free
 
     flood = "\x1b[K" + "\x1b[KProgress: 0%\r" * 3000 + "\x1b[KProgress: 100%\r\x1b[K\n"
     assert progress_free(flood) == ""

@@ -27,7 +27,8 @@ LAYERS: dict[int, tuple[str, ...]] = {
     1: ("hostexec", "kernelbuild", "boxes", "boxbuild", "accel", "libvirt", "coverage"),  # host
     2: ("transport", "console", "taint", "sync", "hostbuild", "build", "kmsg", "kmem",
         "leaks", "guest", "kmod"),  # a guest, through a transport
-    3: ("vm", "cleanstate", "doctor", "session", "testrun"),  # a VM's lifecycle, a test's life
+    3: ("vagrant_machine", "vm", "cleanstate", "doctor", "session",
+        "testrun"),  # a VM's lifecycle, a test's life
     4: ("plugin", "cli", "grade", "grade.spec", "grade.extract", "grade.report",
         "grade.runner", "grade.plugin"),  # front ends: pytest, the command line, grading
 }

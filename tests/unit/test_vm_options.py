@@ -64,7 +64,7 @@ def test_given_options_win_over_the_environment(monkeypatch, pytest_options):
 def test_a_boot_that_outlasts_vagrant_libvirts_address_wait_is_recognised():
     """vagrant-libvirt waits 300 x 2 s for the guest's DHCP address; a KASAN guest's first boot
     under emulation can take longer, and then `vagrant up` is tried once more."""
-    from harness.vm import address_wait_timed_out
+    from harness.vagrant_machine import address_wait_timed_out
 
     log = Path(__file__).parent / "data" / "vagrant_up_address_timeout.log"
     assert address_wait_timed_out(log.read_text())
