@@ -17,6 +17,11 @@ Measured side by side in one run, so ratios hold on a noisy shared machine:
   by side: its load/unload cycle (ratio debug/stock), what the per-test leak check adds (kmem
   ledger on stock, kmemleak on debug; targets 0.5 s and 2 s), and 20 consecutive runs of the
   control with the leak check on, which must give zero findings on both;
+- history: `harness history add` of a 1,000-result JUnit file, and `harness history report`
+  over 100 runs x 500 tests, as whole processes (targets: 1 s, 2 s, a page <= 2 MB);
+- reruns: what a re-run costs, as whole pytest runs of tests/scenarios/scenario_nightly.py's
+  test_sometimes_crashes side by side: it passes at once; it crashes (no re-run); it crashes,
+  then passes on a re-run (target: the third minus the second = one restore plus the test);
 - coverage: modules/llist's load/unload cycle on the debug box with --vm-coverage's work
   (profiled build, counter reset and read, gcov's line counts of the test) and without it,
   alternated -- target: <= 1.5x.
@@ -25,7 +30,7 @@ Startup and grading run in a VM project of their own (bench/.project), destroyed
 
 Usage: python bench/bench.py [--rounds N]
                              [--only startup,cycle,recovery,grading,parser,cli,sanitizers,
-                                     coverage]
+                                     coverage,history,reruns]
                              [--json FILE]
 """
 
@@ -66,7 +71,8 @@ from harness.session import (  # noqa: E402
 from harness.transport import SSHTarget  # noqa: E402
 
 PHASES = ("sync", "build", "insmod", "capture", "rmmod")
-SECTIONS = ("startup", "cycle", "recovery", "grading", "parser", "cli", "sanitizers", "coverage")
+SECTIONS = ("startup", "cycle", "recovery", "grading", "parser", "cli", "sanitizers", "coverage",
+            "history", "reruns")
 BENCH_PROJECT = ROOT / "bench" / ".project"
 ASSIGNMENT = ROOT / "examples" / "llist-assignment"
 GRADING_STUDENTS = ("correct", "wrong_output", "memory_not_freed", "null_dereference_on_exit")
@@ -296,6 +302,81 @@ def bench_cli(results: dict) -> None:
           f"{best:.2f} s, {len(data) / best / 1e6:.1f} MB/s, the fastest of 3 (target: >= 20)")
 
 
+def _timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
+    return time.perf_counter() - started, done.stdout + done.stderr
+
+
+def bench_history(results: dict) -> None:
+    """The nightly's database and dashboard as users run them (whole processes)."""
+    from harness.nightly.history import History, Result, Run
+
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        cases = "".join(
+            f'<testcase classname="tests.vm.test_{n % 40}" name="test_{n}" time="1.0">'
+            + (f'<properties><property name="box" value="debian-12"/><property '
+               f'name="crash_title" value="WARNING in f{n % 7}+0x1c/0x40"/></properties>'
+               f'<failure message="crash">trace</failure>' if n % 10 == 0 else "")
+            + "</testcase>" for n in range(1000))
+        junit = work / "junit.xml"
+        junit.write_text(f'<testsuites><testsuite name="pytest" timestamp="2026-12-05T02:00:00"'
+                         f'>{cases}</testsuite></testsuites>')
+        add = [sys.executable, "-m", "harness.cli", "history", "add", str(junit), "--commit",
+               "bench"]
+        adds = [_timed([*add, "--db", str(work / f"add{i}.sqlite")])[0] for i in range(4)]
+        db = work / "big.sqlite"
+        history = History(db)
+        outcomes = ("passed",) * 8 + ("failed", "flaky")
+        for night in range(100):
+            history.add(Run(f"night{night}", f"d{night}", f"2026-08-{1 + night // 28:02d}T"
+                            f"{night % 24:02d}:00:00", [
+                Result(f"tests.vm.test_x::test_{t}", outcomes[(t * 7 + night) % 10],
+                       "debian-12", "6.1.0", f"KASAN: use-after-free in f{t % 9}"
+                       if outcomes[(t * 7 + night) % 10] == "failed" else None, 1.0)
+                for t in range(500)]))
+        history.close()
+        report = [sys.executable, "-m", "harness.cli", "history", "report", "--db", str(db),
+                  "--out", str(work / "dash")]
+        reports = [_timed(report)[0] for _ in range(4)]
+        size = (work / "dash" / "index.html").stat().st_size
+    add_s, report_s = min(adds[1:]), min(reports[1:])  # the first: a warm-up
+    results["history"] = {"add_1000_s": round(add_s, 3), "report_100x500_s": round(report_s, 3),
+                          "page_bytes": size}
+    print(f"history add, 1,000 results: {add_s:.2f} s (target <= 1); history report, 100 runs x "
+          f"500 tests: {report_s:.2f} s (target <= 2), page {size / 1e6:.2f} MB (target <= 2); "
+          "the fastest of 3 whole processes")
+
+
+def bench_reruns(results: dict, rounds: int) -> None:
+    """What a re-run costs: the flaky case minus the crash alone, against one attempt."""
+    scenario = "tests/scenarios/scenario_nightly.py::test_sometimes_crashes"
+    cases = {"passes": ("ok", 0), "crashes": ("crash", 0), "crashes, re-run passes":
+             ("crash ok", 1)}
+    seconds: dict[str, list[float]] = {name: [] for name in cases}
+    with tempfile.TemporaryDirectory() as folder:
+        schedule = Path(folder) / "schedule"
+        for round_ in range(rounds + 1):  # round 0: a warm-up (build, resume)
+            for name, (words, reruns) in cases.items():
+                schedule.write_text(words)
+                took, out = _timed([sys.executable, "-m", "pytest", scenario, "--vm-reuse",
+                                    "--vm-keep", "-p", "no:cacheprovider",
+                                    f"--vm-reruns={reruns}"],
+                                   {"HARNESS_SCENARIO_SCHEDULE": str(schedule)})
+                if round_:
+                    seconds[name].append(took)
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    rerun = median["crashes, re-run passes"] - median["crashes"]
+    results["reruns"] = {**{k: round(v, 2) for k, v in median.items()},
+                         "rerun_cost_s": round(rerun, 2)}
+    for name, value in median.items():
+        print(f"reruns: pytest run, the test {name}: {value:.1f} s (median of {rounds})")
+    print(f"reruns: a re-run costs {rerun:.1f} s (crash + re-run minus crash alone); one "
+          f"passing attempt's whole run is {median['passes']:.1f} s")
+
+
 def _control_test(session: HarnessSession, mode: str) -> tuple[float, int, float]:
     """One test of the clean control with leak check ``mode``: (seconds from the test's start
     to its verdict, findings, seconds the verdict took)."""
@@ -466,8 +547,13 @@ def main() -> int:
             bench_sanitizers(results, args.rounds)
         if "coverage" in sections:
             bench_coverage(results, args.rounds)
+        if "history" in sections:
+            bench_history(results)
+        if "reruns" in sections:
+            bench_reruns(results, args.rounds)
     finally:
-        if set(sections) - {"parser", "cli"}:  # these figures need no VM, nor libvirt
+        # These need no bench VM (reruns uses the checkout's own, left running).
+        if set(sections) - {"parser", "cli", "history", "reruns"}:
             destroy_bench_vms()
     results["summary"] = summary(results)
     print("\n".join(results["summary"]))

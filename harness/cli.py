@@ -230,6 +230,55 @@ def cmd_grade(args: argparse.Namespace) -> int:
     return 1 if any(r.status == "incomplete" for r in results) else 0
 
 
+def _commit_of_checkout() -> str | None:
+    """The commit a run tested: CI's word ($GITHUB_SHA), else this checkout's HEAD."""
+    import os
+    import subprocess
+
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    try:
+        found = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                               timeout=10, check=False)
+    except OSError:
+        return None
+    return found.stdout.strip() or None if found.returncode == 0 else None
+
+
+def cmd_history_add(args: argparse.Namespace) -> int:
+    from harness.nightly.history import History, read_run
+
+    run = read_run([Path(name) for name in args.results])  # every file readable, or nothing
+    run.commit = args.commit or _commit_of_checkout()
+    history = History(Path(args.db))
+    try:
+        run_id = history.add(run)
+    finally:
+        history.close()
+    print(f"{run.source}: " + (f"added as run {run_id}: {len(run.results)} results" if run_id
+                               else "already in the database: nothing added"))
+    return 0
+
+
+def cmd_history_report(args: argparse.Namespace) -> int:
+    from harness.nightly.dashboard import Dashboard
+    from harness.nightly.history import History
+
+    if not Path(args.db).exists():
+        raise HarnessError(f"{args.db}: no history database there; add runs first with "
+                           "`harness history add junit.xml`")
+    history = History(Path(args.db))
+    try:
+        page = Dashboard.of(history).html(last=args.last)
+    finally:
+        history.close()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "index.html").write_text(page, encoding="utf-8")
+    print(f"dashboard: {out / 'index.html'} ({len(page.encode()) // 1024} KiB)")
+    return 0
+
+
 def _add_vm_options(parser: argparse.ArgumentParser) -> None:
     for option in OPTIONS:  # the same table as pytest's --vm-* options
         parser.add_argument(option.cli, **option.parser_kwargs())
@@ -293,6 +342,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where to compile (see `harness run --help`)")
     _add_vm_options(grade)
     grade.set_defaults(func=cmd_grade)
+
+    history = sub.add_parser("history", help="the nightly's history: add runs, draw the "
+                             "dashboard")
+    history_sub = history.add_subparsers(dest="history_command", required=True)
+    add = history_sub.add_parser("add", help="store a run (its JUnit XML files from pytest "
+                                 "--junitxml, and a matrix.json) in the history database")
+    add.add_argument("results", nargs="+", help="the run's JUnit XML and matrix.json files "
+                     "(a nightly's shards together: one run)")
+    add.add_argument("--commit", help="the commit tested (default: $GITHUB_SHA, else the "
+                     "current checkout's HEAD)")
+    report = history_sub.add_parser("report", help="write the dashboard (one static HTML page)")
+    report.add_argument("--out", required=True, help="folder for index.html")
+    report.add_argument("--last", type=int, default=20,
+                        help="results shown per test (default: 20 runs)")
+    for action in (add, report):
+        action.add_argument("--db", default=".harness/history.sqlite",
+                            help="the database (default: .harness/history.sqlite)")
+    add.set_defaults(func=cmd_history_add)
+    report.set_defaults(func=cmd_history_report)
 
     vm = sub.add_parser("vm", help="the test VM: up, status, ssh, save, destroy")
     vm_sub = vm.add_subparsers(dest="vm_command", required=True)

@@ -32,6 +32,8 @@ from harness.vm import VM
 from harness.vmoptions import OPTIONS
 
 RUN_KEY = pytest.StashKey[TestRun]()
+# Set by a re-run (harness.nightly.plugin): start the test on a freshly restored clean kernel.
+FRESH_KERNEL_KEY = pytest.StashKey[bool]()
 COVERAGE_KEY = pytest.StashKey[CoverageCollector]()
 COVERAGE_WRITTEN_KEY = pytest.StashKey[tuple[CoverageReport, dict[str, Path]]]()
 # Why no VM could be had, per box asked for (None: the run's default box): asked once.
@@ -300,8 +302,14 @@ def _harness_test_run(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     session = _session_for(request)
+    _set_property(item, "box", session.vm.settings.box.name)
+    with contextlib.suppress(HarnessError):  # a guest that does not answer fails the test later
+        _set_property(item, "kernel", session.guest.builder.kernel_release())
     isolate = item.get_closest_marker("vm_isolate")
-    if isolate is not None:
+    if item.stash.get(FRESH_KERNEL_KEY, False) and not session.clean:
+        item.add_report_section("setup", "harness", session.restore_clean(
+            archive_as=item.nodeid + "-before-rerun"))
+    elif isolate is not None:
         note = session.isolate(str(isolate.args[0]), archive_as=item.nodeid)
         if note:
             item.add_report_section("setup", "harness", note)
@@ -316,6 +324,12 @@ def _harness_test_run(request: pytest.FixtureRequest) -> Iterator[None]:
         run.notes.append(note)
     if run.notes:
         item.add_report_section("teardown", "harness", "\n".join(run.notes))
+
+
+def _set_property(item: pytest.Item, name: str, value: str) -> None:
+    """A JUnit property of the test (pytest's ``record_property``), once even when re-run."""
+    item.user_properties[:] = [(k, v) for k, v in item.user_properties if k != name]
+    item.user_properties.append((name, value))
 
 
 def test_run_of(item: pytest.Item) -> TestRun | None:
@@ -419,6 +433,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     if run is None or call.when != "call":
         return report
     verdict = run.verdict
+    if verdict is not None and verdict.reports:
+        _set_property(item, "crash_title", verdict.reports[0].title)
     if verdict is not None:
         if verdict.kernel_lines:
             lines = "\n".join(verdict.kernel_lines)
