@@ -10,7 +10,7 @@ from harness.boxes import CatalogueError, load_catalogue
 from harness.build import BUILD_MODES
 from harness.errors import HarnessError
 from harness.leaks import LEAK_CHECK_MODES
-from harness.paths import other_vm_project_dirs
+from harness.paths import history_db, other_vm_project_dirs
 from harness.vmoptions import OPTIONS
 
 
@@ -240,9 +240,11 @@ def _commit_of_checkout() -> str | None:
     try:
         found = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                timeout=10, check=False)
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):
         return None
-    return found.stdout.strip() or None if found.returncode == 0 else None
+    if found.returncode != 0:
+        return None
+    return found.stdout.strip() or None
 
 
 def cmd_history_add(args: argparse.Namespace) -> int:
@@ -357,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--last", type=int, default=20,
                         help="results shown per test (default: 20 runs)")
     for action in (add, report):
-        action.add_argument("--db", default=".harness/history.sqlite",
+        action.add_argument("--db", default=str(history_db(Path("."))),
                             help="the database (default: .harness/history.sqlite)")
     add.set_defaults(func=cmd_history_add)
     report.set_defaults(func=cmd_history_report)

@@ -38,6 +38,11 @@ def state_dir(project_dir: Path) -> Path:
     return project_dir / ".harness"
 
 
+def history_db(project_dir: Path) -> Path:
+    """The nightly's history database (``harness history``) of a project folder."""
+    return state_dir(project_dir) / "history.sqlite"
+
+
 def vm_project_dir(project_dir: Path, worker: str | None = None, box: str | None = None) -> Path:
     """The folder whose ``.harness/`` holds one VM of ``project_dir``: the project itself, an
     xdist worker's (``.harness/workers/gw0``: each worker has its own VM) and, inside either,

@@ -433,9 +433,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     if run is None or call.when != "call":
         return report
     verdict = run.verdict
-    if verdict is not None and verdict.reports:
-        _set_property(item, "crash_title", verdict.reports[0].title)
     if verdict is not None:
+        if verdict.reports:
+            _set_property(item, "crash_title", verdict.reports[0].title)
         if verdict.kernel_lines:
             lines = "\n".join(verdict.kernel_lines)
             report.sections.append(("Captured stdout kernel log", lines))

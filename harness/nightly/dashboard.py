@@ -1,10 +1,11 @@
 """The dashboard: one static HTML page drawn from the history (no server, no network).
 
 At the top, what changed since the previous run (new failures, new crash titles, fixed tests);
-then each crash title (normalized) with its first and last sighting, how often, on which boxes
-and in which tests; then each test's last results as a row of cells with a flakiness score:
-how often its verdict flips between consecutive runs (a flaky verdict, a failure that passed
-on a re-run, counts as a flip of its own), as netdev's NIPA ranks tests.
+then each crash title (by the normalized key the history stored) with its first and last
+sighting, how often, on which boxes and in which tests; then each test's last results as a
+row of cells with a flakiness score: how often its verdict flips between consecutive runs (a
+flaky verdict, a failure that passed on a re-run, counts as a flip of its own), as netdev's
+NIPA ranks tests.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from html import escape
 
-from harness.nightly.history import FAILING, History, Result, StoredRun, normalize_title
+from harness.nightly.history import FAILING, History, Result, StoredRun
 
 LAST_RESULTS = 20
 CELL_CLASS = {"passed": "p", "failed": "f", "error": "f", "build-failed": "f", "flaky": "y",
@@ -58,7 +59,7 @@ def flakiness(outcomes: list[str]) -> float:
     flips = sum(1 for o in verdicts if o == "flaky")
     states = [o in FAILING for o in verdicts]
     flips += sum(1 for a, b in zip(states, states[1:], strict=False) if a != b)
-    return min(1.0, flips / max(1, len(verdicts) - 1)) if len(verdicts) > 1 else float(flips)
+    return min(1.0, flips / max(1, len(verdicts) - 1))
 
 
 def _key(result: Result) -> tuple[str, str | None]:
@@ -78,10 +79,9 @@ class Dashboard:
         found: dict[str, Crash] = {}
         for run in self.runs:
             for result in self.results.get(run.id, []):
-                if not result.title:
+                if not result.title_key:
                     continue
-                crash = found.setdefault(normalize_title(result.title),
-                                         Crash(result.title, run, run))
+                crash = found.setdefault(result.title_key, Crash(result.title or "", run, run))
                 crash.last = run
                 crash.count += 1
                 if result.box:
@@ -110,16 +110,16 @@ class Dashboard:
         latest = self.results.get(self.runs[-1].id, [])
         before = ({_key(r): r for r in self.results.get(self.runs[-2].id, [])}
                   if len(self.runs) > 1 else {})
-        seen_titles = {normalize_title(r.title) for run in self.runs[:-1]
-                       for r in self.results.get(run.id, []) if r.title}
+        seen_titles = {r.title_key for run in self.runs[:-1]
+                       for r in self.results.get(run.id, []) if r.title_key}
         new_failures = [r for r in latest if r.outcome in FAILING and (
             _key(r) not in before or before[_key(r)].outcome not in FAILING)]
         fixed = [r for r in latest if r.outcome == "passed" and _key(r) in before
                  and before[_key(r)].outcome in FAILING]
         titles: dict[str, Result] = {}
         for r in latest:
-            if r.title and normalize_title(r.title) not in seen_titles:
-                titles.setdefault(normalize_title(r.title), r)
+            if r.title_key and r.title_key not in seen_titles:
+                titles.setdefault(r.title_key, r)
         return {"new failures": new_failures, "fixed": fixed,
                 "new crash titles": list(titles.values())}
 

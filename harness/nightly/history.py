@@ -28,7 +28,6 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.untrusted import one_line
 
-DEFAULT_DB = Path(".harness") / "history.sqlite"
 OUTCOMES = ("passed", "failed", "error", "skipped", "known", "xfailed", "flaky",
             "build-failed")
 FAILING = ("failed", "error", "build-failed")
@@ -97,6 +96,7 @@ class Result:
     title: str | None = None
     duration: float | None = None
     message: str | None = None
+    title_key: str | None = None  # normalize_title(title): set when stored, read back
 
 
 @dataclass
@@ -297,7 +297,7 @@ class History:
         """Every run's results, by run id."""
         found: dict[int, list[Result]] = {}
         with closing(self.db.execute(
-                "SELECT run_id, test, outcome, box, kernel, title, duration, message "
+                "SELECT run_id, test, outcome, box, kernel, title, duration, message, title_key "
                 "FROM results ORDER BY rowid")) as rows:
             for run_id, *values in rows:
                 found.setdefault(run_id, []).append(Result(*values))
