@@ -112,22 +112,54 @@ def host_apt_sources(etc_apt: Path = Path("/etc/apt")) -> list[AptSource]:
     return sources
 
 
+# Suites without security updates or point-release updates of their own.
+ROLLING_SUITES = ("sid", "unstable", "experimental")
+
+
 def mirror_lines(suite: str, mirror: str | None, etc_apt: Path = Path("/etc/apt")) -> list[str]:
-    """The `deb ...` lines mmdebstrap gets: --mirror when given, else the host's own sources."""
+    """The `deb ...` lines mmdebstrap gets: --mirror when given, else the host's own sources.
+
+    The host's apt sources name its own release (bookworm); another suite (bullseye, trixie,
+    sid) is taken from the same archives: the Debian archive the host uses for its release,
+    and its security archive for the suite's ``-security`` updates.
+    """
     if mirror:
         return [f"deb {mirror} {suite} main"]
-    lines = []
-    for source in host_apt_sources(etc_apt):
-        suites = [s for s in source.suites if s == suite or s.startswith(suite + "-")]
-        if not suites:
-            continue
-        options = f"[signed-by={source.signed_by}] " if source.signed_by else ""
-        lines.append(f"deb {options}{source.uri} {' '.join(suites)} {' '.join(source.components)}")
+    sources = host_apt_sources(etc_apt)
+    lines = [_deb_line(source, [s for s in source.suites if s == suite
+                                 or s.startswith(suite + "-")]) for source in sources]
+    lines = [line for line in lines if line]
+    if not lines:
+        lines = _same_archives_for(suite, sources)
     if not lines:
         raise BoxBuildError(
-            f"the host's apt configuration has no source for suite {suite!r}; "
-            "pass --mirror URL (a Debian archive that has it)"
+            f"the host's apt configuration has no Debian archive to take suite {suite!r} "
+            "from; pass --mirror URL (a Debian archive that has it)"
         )
+    return lines
+
+
+def _deb_line(source: AptSource, suites: list[str]) -> str:
+    if not suites:
+        return ""
+    options = f"[signed-by={source.signed_by}] " if source.signed_by else ""
+    return f"deb {options}{source.uri} {' '.join(suites)} {' '.join(source.components)}"
+
+
+def _same_archives_for(suite: str, sources: list[AptSource]) -> list[str]:
+    """``suite`` from the archives the host's Debian sources point at: a source whose suites
+    are a release and its ``-updates`` is the main archive, one with ``-security`` suites the
+    security archive (used unless ``suite`` is rolling)."""
+    releases = {s.split("-", 1)[0] for source in sources for s in source.suites}
+    lines = []
+    for source in sources:
+        kinds = {s.partition("-")[2] for s in source.suites if s.split("-", 1)[0] in releases}
+        if not source.uri.rstrip("/").split("/")[-1].startswith("debian"):
+            continue  # a third party's archive (its suites are not Debian's)
+        if kinds & {"", "updates"} and "security" not in kinds:
+            lines.append(_deb_line(source, [suite]))
+        elif kinds == {"security"} and suite not in ROLLING_SUITES:
+            lines.append(_deb_line(source, [f"{suite}-security"]))
     return lines
 
 
@@ -171,8 +203,13 @@ class BoxBuild:
         return self.box.vagrant_box in names
 
     # -- the build ------------------------------------------------------------------------------
-    def build(self, force: bool = False) -> bool:
-        """Build and add the box. Returns False when it was already up to date."""
+    def build(self, force: bool = False, rootfs_only: bool = False) -> bool:
+        """Build and add the box (``rootfs_only``: only its root filesystem, all that
+        ``harness build`` needs). Returns False when it was already up to date."""
+        if rootfs_only and not force and (self.rootfs / ROOTFS_COMPLETE).is_file():
+            self.clock.step(f"root filesystem of {self.box.name} is up to date "
+                            f"({self.rootfs}); nothing to do")
+            return False
         if not force and self.is_added():
             self.clock.step(
                 f"box {self.box.vagrant_box} is up to date (recipe {self.digest}); nothing to do"
@@ -187,10 +224,15 @@ class BoxBuild:
             self._make_rootfs(kernel)
         else:
             self.clock.step(f"root filesystem cached in {self.rootfs}")
+        if rootfs_only:
+            self.clock.step(f"root filesystem of {self.box.name} ready, kernel "
+                            f"{rootfs_kernel_release(self.rootfs)} (recipe {self.digest})")
+            return True
         self._make_image(kernel.release if kernel else None)
         self._add_to_vagrant()
         self._remove_older_builds()
-        self.clock.step(f"box {self.box.vagrant_box} ready (recipe {self.digest})")
+        self.clock.step(f"box {self.box.vagrant_box} ready, kernel "
+                        f"{rootfs_kernel_release(self.rootfs)} (recipe {self.digest})")
         return True
 
     def _remove_older_builds(self) -> None:
@@ -237,6 +279,7 @@ class BoxBuild:
         run_streaming(
             ["mmdebstrap", "--variant=minbase",
              "--include=" + ",".join(self.recipe.packages), *hooks,
+             *(f"--aptopt={option}" for option in self.recipe.apt_options),
              self.recipe.suite, str(self.rootfs), *lines],
         )
         self.clock.step("configuring the guest for Vagrant")
@@ -364,7 +407,8 @@ class BoxBuild:
         box_file.unlink()
         self.image.unlink()
         self.stamp.write_text(json.dumps({"vagrant_box": self.box.vagrant_box,
-                                          "digest": self.digest}))
+                                          "digest": self.digest,
+                                          "kernel": rootfs_kernel_release(self.rootfs)}))
 
 
 def remove_pool_volumes(vagrant_box: str, pool: str = "default") -> list[str]:
@@ -410,3 +454,20 @@ def box_rootfs(box: Box) -> Path | None:
     if not box.is_local or box.recipe is None:
         return None
     return BoxBuild(box).rootfs
+
+
+def rootfs_kernel_release(rootfs: Path) -> str | None:
+    """The release of the kernel whose headers a root filesystem has (``uname -r`` of the
+    guest booted from it): a rolling suite's box records here which kernel it got."""
+    # build is an absolute link (to /usr/src/linux-headers-...): it resolves inside the root
+    releases = sorted(p.name for p in (rootfs / "lib/modules").glob("*")
+                      if (p / "build").is_symlink() or (p / "build").is_dir())
+    return releases[-1] if releases else None
+
+
+def box_kernel_release(box: Box) -> str | None:
+    """The kernel release of ``box``'s last build on this machine (None: not built here)."""
+    rootfs = box_rootfs(box)
+    if rootfs is None or not (rootfs / ROOTFS_COMPLETE).is_file():
+        return None
+    return rootfs_kernel_release(rootfs)

@@ -35,6 +35,7 @@ class Recipe:
     hostname: str = "harness"
     disk_size_gb: int = 8
     kernel: KernelRecipe | None = None  # a kernel compiled for this box instead of Debian's
+    apt_options: tuple[str, ...] = ()  # given to apt during the build (mmdebstrap --aptopt)
 
     def digest(self, builder_version: str) -> str:
         """A short hash that changes whenever the image would come out different."""
@@ -47,6 +48,8 @@ class Recipe:
         }
         if self.kernel is not None:
             fields["kernel"] = [self.kernel.digest(), self.kernel.cmdline]
+        if self.apt_options:
+            fields["apt_options"] = list(self.apt_options)
         text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -62,13 +65,38 @@ class Box:
     headers_install: str
     description: str = ""
     recipe: Recipe | None = None
+    kernel_series: str = ""  # "6.1", or "latest" for a rolling suite's newest kernel
 
     @property
     def is_local(self) -> bool:
         return self.source == "local"
 
+    @property
+    def series_version(self) -> tuple[int, ...]:
+        """The kernel series as a comparable tuple; "latest" (and an unknown series) sorts
+        after every numbered one."""
+        return version_tuple(self.kernel_series) or (10**6,)
+
     def headers_package_for(self, release: str) -> str:
         return self.headers_package.format(release=release)
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    """``"6.12.57+deb13-amd64"`` -> ``(6, 12, 57)``: the leading dotted numbers of a kernel
+    release or series, comparable with ``(6, 4)``; ``()`` when it starts with none."""
+    numbers = []
+    for part in text.split("."):
+        digits = ""
+        for char in part:
+            if not char.isdigit():
+                break
+            digits += char
+        if not digits:
+            break
+        numbers.append(int(digits))
+        if len(digits) < len(part):
+            break
+    return tuple(numbers)
 
 
 @dataclass
@@ -76,6 +104,24 @@ class Catalogue:
     path: Path
     default: str
     boxes: dict[str, Box] = field(default_factory=dict)
+    matrices: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def matrix(self, spec: str) -> list[Box]:
+        """The boxes of a matrix: box names and named sets from ``matrices``, joined by commas
+        (``debian-11,debian-12``, ``lts,debian-sid``), each box once, in the order given."""
+        names: list[str] = []
+        for part in (n.strip() for n in spec.split(",") if n.strip()):
+            names += self.matrices.get(part, (part,))  # a named matrix inside a list too
+        if not names:
+            raise CatalogueError(f"{self.path}: an empty box list {spec!r}; name boxes "
+                                 f"(known: {', '.join(sorted(self.boxes))}) or a matrix "
+                                 f"({', '.join(sorted(self.matrices)) or 'none defined'})")
+        boxes: list[Box] = []
+        for name in names:
+            box = self.get(name)
+            if box not in boxes:
+                boxes.append(box)
+        return boxes
 
     def get(self, name: str | None) -> Box:
         name = name or self.default
@@ -98,6 +144,7 @@ _BOX_KEYS: Schema = {
     "headers_install": (str, True),
     "description": (str, False),
     "recipe": (dict, False),
+    "kernel_series": (str, False),
 }
 _RECIPE_KEYS: Schema = {
     "suite": (str, True),
@@ -105,6 +152,7 @@ _RECIPE_KEYS: Schema = {
     "hostname": (str, False),
     "disk_size_gb": (int, False),
     "kernel": (dict, False),
+    "apt_options": (list, False),
 }
 _KERNEL_KEYS: Schema = {
     "source_package": (str, True),
@@ -120,7 +168,8 @@ def _check_keys(where: str, data: Any, schema: Schema) -> None:
 
 
 def parse_catalogue(data: Any, path: Path) -> Catalogue:
-    _check_keys(str(path), data, {"default": (str, True), "boxes": (dict, True)})
+    _check_keys(str(path), data, {"default": (str, True), "boxes": (dict, True),
+                                  "matrices": (dict, False)})
     boxes: dict[str, Box] = {}
     for name, entry in data["boxes"].items():
         where = f"{path}: box {name!r}"
@@ -132,6 +181,10 @@ def parse_catalogue(data: Any, path: Path) -> Catalogue:
             if not all(isinstance(p, str) for p in raw["packages"]):
                 raise CatalogueError(f"{where}: recipe: key 'packages' must be a list of strings")
             raw["packages"] = tuple(raw["packages"])
+            if not all(isinstance(o, str) for o in raw.get("apt_options", [])):
+                raise CatalogueError(f"{where}: recipe: key 'apt_options' must be a list of "
+                                     "strings")
+            raw["apt_options"] = tuple(raw.get("apt_options", ()))
             if "kernel" in raw:
                 raw["kernel"] = parse_kernel(f"{where}: recipe: kernel", raw["kernel"], path)
             recipe = Recipe(**raw)
@@ -141,7 +194,18 @@ def parse_catalogue(data: Any, path: Path) -> Catalogue:
         boxes[name] = Box(name=name, recipe=recipe, **fields)
     if data["default"] not in boxes:
         raise CatalogueError(f"{path}: default box {data['default']!r} is not in 'boxes'")
-    return Catalogue(path=path, default=data["default"], boxes=boxes)
+    matrices: dict[str, tuple[str, ...]] = {}
+    for name, members in (data.get("matrices") or {}).items():
+        where = f"{path}: matrix {name!r}"
+        if not isinstance(members, list) or not members \
+                or not all(isinstance(m, str) for m in members):
+            raise CatalogueError(f"{where}: must be a non-empty list of box names")
+        unknown = [m for m in members if m not in boxes]
+        if unknown:
+            raise CatalogueError(f"{where}: no box named {', '.join(map(repr, unknown))}; "
+                                 f"known boxes: {', '.join(sorted(boxes))}")
+        matrices[str(name)] = tuple(members)
+    return Catalogue(path=path, default=data["default"], boxes=boxes, matrices=matrices)
 
 
 def parse_kernel(where: str, data: Any, catalogue: Path) -> KernelRecipe:

@@ -74,6 +74,10 @@ def parse_diagnostics(log: str, path_map: dict[str, str] | None = None) -> list[
             for remote, local in (path_map or {}).items():
                 if file.startswith(remote.rstrip("/") + "/"):
                     file = local.rstrip("/") + "/" + file[len(remote.rstrip("/")) + 1:]
+                elif not file.startswith("/") and (Path(local) / file).is_file():
+                    # kbuild from 6.13 on compiles an M= module from its own folder and
+                    # names its files relative to it
+                    file = str(Path(local) / file)
             severity = "error" if match["severity"] == "fatal error" else match["severity"]
             found.append(Diagnostic(file, int(match["line"]),
                                     int(match["column"]) if match["column"] else None,

@@ -21,9 +21,37 @@ def _catalogue(args: argparse.Namespace):
 def cmd_box_build(args: argparse.Namespace) -> int:
     from harness.boxbuild import BoxBuild
 
-    box = _catalogue(args).get(args.name)
-    BoxBuild(box, mirror=args.mirror).build(force=args.force)
+    catalogue = _catalogue(args)
+    boxes = catalogue.matrix(",".join(args.names)) if args.names else [catalogue.get(None)]
+    for box in boxes:
+        BoxBuild(box, mirror=args.mirror).build(force=args.force, rootfs_only=args.rootfs_only)
     return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from harness.buildlane import build_across, lane_grid
+    from harness.paths import state_dir
+
+    module_dir = Path(args.module_dir).resolve()
+    if not (module_dir / "Makefile").is_file() and not (module_dir / "Kbuild").is_file():
+        print(f"harness build: {args.module_dir} has no Makefile or Kbuild: give the module's "
+              "source folder", file=sys.stderr)
+        return 2
+    catalogue = _catalogue(args)
+    boxes = catalogue.matrix(args.box or args.matrix or catalogue.default)
+    results = build_across(module_dir, boxes, state_dir(Path.cwd()) / "build-lane",
+                           jobs=args.jobs, timeout=args.timeout)
+    width = max(len(b.name) for b in boxes)
+    kernel_width = max(len(r.kernel or "-") for r in results)
+    for result in results:
+        first = result.first_diagnostic or ""
+        print(f"{result.box.name:{width}}  {result.kernel or '-':{kernel_width}}  "
+              f"{result.outcome:12}  {result.seconds:5.1f} s  {first}".rstrip())
+    written = lane_grid(module_dir, results).write(Path(args.out))
+    failed = [r for r in results if r.outcome != "passed"]
+    print(f"{len(results) - len(failed)} of {len(results)} boxes built {module_dir.name}; "
+          f"grid: {written['html']}, {written['json']}")
+    return 1 if failed else 0
 
 
 def cmd_box_digest(args: argparse.Namespace) -> int:
@@ -36,10 +64,17 @@ def cmd_box_digest(args: argparse.Namespace) -> int:
 
 
 def cmd_box_list(args: argparse.Namespace) -> int:
+    from harness.boxbuild import box_kernel_release
+
     catalogue = _catalogue(args)
+    print(f"  {'box':24} {'source':6} {'series':7} {'kernel built here':28} description")
     for name, box in catalogue.boxes.items():
         mark = "*" if name == catalogue.default else " "
-        print(f"{mark} {name:24} {box.source:6} {box.vagrant_box:28} {box.description}")
+        built = box_kernel_release(box) or "-"
+        print(f"{mark} {name:24} {box.source:6} {box.kernel_series or '-':7} {built:28} "
+              f"{box.description}")
+    for name, members in catalogue.matrices.items():
+        print(f"matrix {name}: {', '.join(members)}")
     return 0
 
 
@@ -296,15 +331,33 @@ def build_parser() -> argparse.ArgumentParser:
     box = sub.add_parser("box", help="the box catalogue and box building")
     box_sub = box.add_subparsers(dest="box_command", required=True)
     build = box_sub.add_parser("build", help="build a local box from Debian's packages (root)")
-    build.add_argument("name", nargs="?", help="catalogue entry (default: the default box)")
+    build.add_argument("names", nargs="*", metavar="NAME",
+                       help="catalogue entries or a named matrix, one after the other "
+                       "(default: the default box)")
     build.add_argument("--mirror", help="Debian archive URL (default: the host's apt sources)")
     build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    build.add_argument("--rootfs-only", action="store_true",
+                       help="only the root filesystem (headers and compiler): enough for "
+                       "`harness build`, no bootable image")
     build.set_defaults(func=cmd_box_build)
     digest = box_sub.add_parser("digest", help="print the hash of a box's recipe (a cache key)")
     digest.add_argument("name", nargs="?", help="catalogue entry (default: the default box)")
     digest.set_defaults(func=cmd_box_digest)
     listing = box_sub.add_parser("list", help="list the catalogue")
     listing.set_defaults(func=cmd_box_list)
+
+    lane = sub.add_parser("build", help="compile a module against several boxes' kernels on "
+                          "the host, without booting (the build-only lane)")
+    lane.add_argument("module_dir", help="the module's source folder (with its Makefile)")
+    lane.add_argument("--box", help="boxes, comma-separated, or a matrix's name (default: the "
+                      "default box)")
+    lane.add_argument("--matrix", help="a named set of boxes from boxes.yaml's matrices")
+    lane.add_argument("--jobs", type=int, default=2, help="builds at once (default: 2)")
+    lane.add_argument("--timeout", type=float, default=300.0,
+                      help="seconds one build may take (default: 300)")
+    lane.add_argument("--out", default="vm-matrix",
+                      help="where matrix.json and matrix.html go (default: ./vm-matrix)")
+    lane.set_defaults(func=cmd_build)
 
     doc = sub.add_parser("doctor", help="check everything a run needs and say how to fix it")
     doc.add_argument("--box", help="catalogue entry to check for (default: the default box)")

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.boxes import version_tuple
 from harness.build import Builder, parse_diagnostics
 from harness.errors import BuildError, CommandFailed, ConfigurationError
 from harness.hostbuild import RootfsBuilder
@@ -261,6 +262,17 @@ class Guest:
         return program
 
     # -- kernel state -----------------------------------------------------------------------------
+    @property
+    def kernel_release(self) -> str:
+        """The guest's ``uname -r`` (asked once)."""
+        return self.builder.kernel_release()
+
+    @property
+    def kernel_version(self) -> tuple[int, ...]:
+        """The running kernel as a comparable tuple, ``(6, 12, 57)``: in a test of a kernel
+        matrix, ``if guest.kernel_version < (6, 4): pytest.skip("needs 6.4")``."""
+        return version_tuple(self.kernel_release)
+
     def loaded_modules(self) -> set[str]:
         result = self.transport.run("cut -d' ' -f1 /proc/modules", timeout=30)
         return set(result.stdout.split())

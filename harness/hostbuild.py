@@ -181,6 +181,9 @@ class RootfsBuilder:
             "--unshare-cgroup-try", "--die-with-parent", "--new-session",
             "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
             "--cap-add", "CAP_CHOWN", "--cap-add", "CAP_KILL",
+            # setpriv empties the build user's bounding set; newer util-linux (trixie's 2.41)
+            # fails without the capability that allows it instead of skipping that step
+            "--cap-add", "CAP_SETPCAP",
             "--clearenv", "--setenv", "PATH", SANDBOX_PATH, "--setenv", "HOME", "/tmp",
             "--setenv", "LC_ALL", "C", "--chdir", "/tmp",
         ]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.boxes import Box, Catalogue, load_catalogue
 from harness.build import BUILD_MODES
 from harness.coverage import CoverageCollector, CoverageReport
 from harness.errors import BuildError, CommandFailed, GuestUnreachable, HarnessError, HostError
@@ -25,6 +26,7 @@ from harness.kmem import KmemLedger
 from harness.kmod import KernelCrashed, LoadError, Module, ModuleGroup, UnloadError
 from harness.kmsg import Capture
 from harness.leaks import LEAK_CHECK_MODES
+from harness.matrixplugin import OUTCOME_PROPERTY, MatrixRun, kernel_skip_reason
 from harness.paths import vm_project_dir
 from harness.session import HarnessSession, VMOptions
 from harness.testrun import TestRun
@@ -40,6 +42,7 @@ COVERAGE_WRITTEN_KEY = pytest.StashKey[tuple[CoverageReport, dict[str, Path]]]()
 SESSION_ERRORS_KEY = pytest.StashKey[dict[str | None, str]]()
 SESSION_KEY = pytest.StashKey[HarnessSession]()
 BOX_SESSIONS_KEY = pytest.StashKey[dict[str, HarnessSession]]()
+CATALOGUE_KEY = pytest.StashKey[Catalogue]()
 # What becomes of the VM when the run ends.
 END_ACTIONS = {"save": lambda vm: vm.power_off(), "keep": lambda vm: None,
                "destroy": lambda vm: vm.destroy()}
@@ -76,6 +79,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "coverage.xml (Cobertura) and HTML in --vm-coverage-dir")
     group.addoption("--vm-coverage-dir", default="vm-coverage",
                     help="where --vm-coverage writes its reports (default: ./vm-coverage)")
+    group.addoption("--vm-matrix", default=None,
+                    help="a kernel matrix: every vm test once per box of this named set in "
+                    "boxes.yaml's matrices (or give --vm-box a,b,c)")
+    group.addoption("--vm-matrix-report", default="vm-matrix",
+                    help="where a matrix run writes its grid, matrix.json and matrix.html "
+                    "(default: ./vm-matrix)")
     group.addoption("--vm-skip-unavailable", action="store_true",
                     help="skip vm tests when no VM can be had (default: fail them)")
     parser.addini("harness_leak_check", default="auto",
@@ -130,16 +139,58 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "vm_box(name): run the test (class, file) on a VM of this box from "
         "boxes.yaml, e.g. the debug box, started on first use beside the run's own VM")
     config.addinivalue_line(
+        "markers", "vm_kernel(min=None, max=None): run the test only on kernels in this range "
+        "(\"6.4\"); on a box outside it the test is skipped, before any VM starts")
+    config.addinivalue_line(
         "markers", "vm_isolate(key): a test whose key differs from the previous test's starts "
         "on a freshly restored kernel (the grader keys tests by student)")
+    matrix = _matrix_boxes(config)
+    if matrix is not None:
+        config.pluginmanager.register(MatrixRun(config, *matrix), "harness-matrix")
+
+
+def _matrix_boxes(config: pytest.Config) -> tuple[Catalogue, list[Box]] | None:
+    """The boxes of a matrix run (--vm-matrix NAME, or --vm-box with several names)."""
+    named, given = config.getoption("--vm-matrix"), config.getoption("--vm-box")
+    if named and given:
+        raise pytest.UsageError("give either --vm-matrix NAME or --vm-box a,b,c, not both")
+    if not named and (not given or "," not in given):
+        return None
+    try:
+        catalogue = _catalogue(config)
+        return catalogue, catalogue.matrix(named or given)
+    except HarnessError as err:
+        raise pytest.UsageError(str(err)) from err
+
+
+def _catalogue(config: pytest.Config) -> Catalogue:
+    if CATALOGUE_KEY not in config.stash:
+        config.stash[CATALOGUE_KEY] = load_catalogue(
+            VMOptions.from_config(config).boxes_file, project_dir=_vm_project(config))
+    return config.stash[CATALOGUE_KEY]
 
 
 @pytest.fixture(scope="session")
-def harness_session(request: pytest.FixtureRequest) -> Iterator[HarnessSession]:
+def vm_matrix_box() -> str | None:
+    """The box of this test's cell in a kernel matrix (the run parametrizes it); None in a
+    run of one box."""
+    return None
+
+
+@pytest.fixture(scope="session")
+def harness_session(request: pytest.FixtureRequest,
+                    vm_matrix_box: str | None) -> Iterator[HarnessSession]:
     """The VM for the whole run: booted once (or resumed from its saved clean snapshot); at the
-    end powered off with that snapshot kept, unless --vm-end says otherwise."""
+    end powered off with that snapshot kept, unless --vm-end says otherwise. In a kernel
+    matrix, one per box, each in turn (the default box's VM is the run's own, the others have
+    folders of their own)."""
     config = request.config
-    session = _open_session(config, VMOptions.from_config(config), _vm_project(config))
+    options = VMOptions.from_config(config)
+    folder = None
+    if vm_matrix_box is not None:
+        options.box = vm_matrix_box
+        folder = None if vm_matrix_box == _catalogue(config).default else vm_matrix_box
+    session = _open_session(config, options, _vm_project(config), box=folder)
     config.stash[SESSION_KEY] = session
     yield session
     _close_session(config, session)
@@ -218,14 +269,12 @@ def _session_for(request: pytest.FixtureRequest) -> HarnessSession:
     A second box's VM starts on first use and ends with the run, as the first one does."""
     marker = request.node.get_closest_marker("vm_box")
     main: HarnessSession = request.getfixturevalue("harness_session")
-    if marker is None or not marker.args:
-        return main
-    from harness.boxes import load_catalogue
-
+    if marker is None or not marker.args or _in_matrix(request):
+        return main  # in a matrix, the parametrization already chose the box
     config = request.config
     project = _vm_project(config)
     options = VMOptions.from_config(config)
-    wanted = load_catalogue(options.boxes_file, project_dir=project).get(str(marker.args[0]))
+    wanted = _catalogue(config).get(str(marker.args[0]))
     if wanted.name == main.vm.settings.box.name:
         return main
     others = config.stash.setdefault(BOX_SESSIONS_KEY, {})
@@ -295,12 +344,31 @@ def _unavailable(config: pytest.Config, message: str) -> None:
     pytest.fail(text, pytrace=False)
 
 
+def _in_matrix(request: pytest.FixtureRequest) -> bool:
+    return request.config.pluginmanager.has_plugin("harness-matrix")
+
+
+def _box_of(request: pytest.FixtureRequest, matrix_box: str | None) -> Box:
+    """The box a test will run on, known without starting it."""
+    catalogue = _catalogue(request.config)
+    marker = request.node.get_closest_marker("vm_box")
+    if matrix_box is None and marker is not None and marker.args:
+        return catalogue.get(str(marker.args[0]))
+    return catalogue.get(matrix_box or VMOptions.from_config(request.config).box)
+
+
 @pytest.fixture(autouse=True)
-def _harness_test_run(request: pytest.FixtureRequest) -> Iterator[None]:
+def _harness_test_run(request: pytest.FixtureRequest,
+                      vm_matrix_box: str | None) -> Iterator[None]:
     item = request.node
     if item.get_closest_marker("vm") is None:
         yield
         return
+    kernel_marker = item.get_closest_marker("vm_kernel")
+    if kernel_marker is not None:
+        reason = kernel_skip_reason(_box_of(request, vm_matrix_box), kernel_marker)
+        if reason:
+            pytest.skip(reason)
     session = _session_for(request)
     _set_property(item, "box", session.vm.settings.box.name)
     with contextlib.suppress(HarnessError):  # a guest that does not answer fails the test later
@@ -465,4 +533,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
                                     module.state(live=live)))
         if call.excinfo is not None and isinstance(call.excinfo.value, BuildError):
             report.longrepr = str(call.excinfo.value)
+            report.user_properties.append((OUTCOME_PROPERTY, "build-failed"))
     return report

@@ -92,3 +92,27 @@ def test_old_box_copies_in_libvirts_pool_are_removed_and_a_pool_that_cannot_be_l
     assert boxbuild.remove_pool_volumes("harness/debian-12") == []
     said = capsys.readouterr().err
     assert "could not be listed" in said and "harness doctor --fix" in said
+
+
+def test_another_suite_comes_from_the_hosts_debian_archives_and_third_parties_are_left_out(
+        tmp_path):
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(DEB822)
+    (tmp_path / "sources.list").write_text("deb https://apt.vendor.example/apt stable main\n")
+    keyring = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+    assert mirror_lines("bullseye", None, etc_apt=tmp_path) == [
+        f"deb {keyring}http://mirror.example/debian bullseye main",
+        "deb http://security.example/debian-security bullseye-security main contrib"]
+    # sid has no security suite
+    assert mirror_lines("sid", None, etc_apt=tmp_path) == [
+        f"deb {keyring}http://mirror.example/debian sid main"]
+
+
+def test_a_host_without_a_debian_archive_says_to_pass_a_mirror(tmp_path):
+    import pytest
+
+    from harness.boxbuild import BoxBuildError
+
+    (tmp_path / "sources.list").write_text("deb https://apt.vendor.example/apt stable main\n")
+    with pytest.raises(BoxBuildError, match="--mirror"):
+        mirror_lines("trixie", None, etc_apt=tmp_path)
