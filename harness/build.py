@@ -14,6 +14,7 @@ decides which one a kernel gets and keeps the cache.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import posixpath
@@ -90,6 +91,23 @@ def parse_diagnostics(log: str, path_map: dict[str, str] | None = None) -> list[
     return found
 
 
+def first_error(diagnostics: list[Diagnostic], module_dir: Path) -> Diagnostic | None:
+    """The error to show first: the first in the module's own files (an error gcc places in a
+    kernel header, through a macro, is followed by one on the module's line), else the first;
+    its file as the user would type it."""
+    errors = [d for d in diagnostics if d.severity == "error"]
+    own = [d for d in errors if d.file and _is_below(Path(d.file), module_dir)]
+    if not (own or errors):
+        return None
+    first = (own or errors)[0]
+    return dataclasses.replace(first, file=str(_display_path(Path(first.file)))) \
+        if first.file else first
+
+
+def _is_below(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 @dataclass
 class BuildResult:
     source_dir: Path
@@ -113,6 +131,10 @@ class BuildResult:
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def first_error(self) -> Diagnostic | None:
+        return first_error(self.diagnostics, self.source_dir)
 
     @property
     def warnings(self) -> list[Diagnostic]:

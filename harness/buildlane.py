@@ -13,12 +13,12 @@ from __future__ import annotations
 import posixpath
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.boxbuild import box_rootfs, rootfs_kernel_release
 from harness.boxes import Box
-from harness.build import Diagnostic, make_command, parse_diagnostics
+from harness.build import Diagnostic, first_error, make_command, parse_diagnostics
 from harness.hostbuild import REJECTED, TIMED_OUT, RootfsBuilder
 from harness.matrix import Cell, Grid, MatrixBox
 
@@ -39,28 +39,15 @@ class LaneResult:
 
     @property
     def first_diagnostic(self) -> str | None:
-        """The first error in the module's own files (an error gcc places in a kernel header,
-        through a macro, is followed by one on the module's line), else the first error, else
-        the log's last line: what the table shows."""
-        errors = [d for d in self.diagnostics if d.severity == "error"]
-        own = [d for d in errors if d.file and _inside(d.file, self.module_dir)]
-        if own or errors:
-            first = (own or errors)[0]
-            return str(replace(first, file=_shown(first.file))) if first.file else str(first)
+        """The first error (:func:`harness.build.first_error`), else the log's last line:
+        what the table shows."""
+        first = first_error(self.diagnostics, self.module_dir)
+        if first is not None:
+            return str(first)
         if self.outcome == "passed":
             return None
         tail = [line for line in self.log.strip().splitlines() if line.strip()]
         return tail[-1].strip() if tail else None
-
-
-def _inside(file: str, folder: Path) -> bool:
-    return Path(file).is_relative_to(folder)
-
-
-def _shown(file: str) -> str:
-    """A path as the user would type it: relative to the current folder when inside it."""
-    path = Path(file)
-    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else file
 
 
 def build_on(box: Box, module_dir: Path, work_root: Path,

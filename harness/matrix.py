@@ -89,12 +89,15 @@ class Grid:
     def terminal(self) -> list[str]:
         """The grid as lines: a row per test, a column per box."""
         tests = self.tests()
-        width = min(60, max([len("test"), *(len(t) for t in tests)]))
+        files = {t.rpartition("::")[0] for t in tests}
+        common = files.pop() + "::" if len(files) == 1 and "" not in files else ""
+        width = min(60, max([len("test"), *(len(t) - len(common) for t in tests)]))
         header = [f"{'test':{width}}"] + [f"{b.name:{CELL_WIDTH}}" for b in self.boxes]
         kernels = [f"{'':{width}}"] + [f"{(b.kernel or '-'):{CELL_WIDTH}}" for b in self.boxes]
-        lines = ["  ".join(header).rstrip(), "  ".join(kernels).rstrip()]
+        lines = [f"in {common[:-2]}"] if common else []
+        lines += ["  ".join(header).rstrip(), "  ".join(kernels).rstrip()]
         for test in tests:
-            row = [f"{_clip(test, width):{width}}"]
+            row = [f"{_clip(test[len(common):], width):{width}}"]
             for box in self.boxes:
                 cell = self.cell(test, box.name)
                 row.append(f"{_clip(_cell_text(cell), CELL_WIDTH):{CELL_WIDTH}}")

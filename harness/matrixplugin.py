@@ -21,6 +21,7 @@ from harness.matrix import Cell, Grid, MatrixBox, split_cell_id
 
 MATRIX_ARG = "vm_matrix_box"
 OUTCOME_PROPERTY = "harness_outcome"  # set to build-failed when the module did not build
+TITLE_PROPERTY = "harness_title"  # then the compiler's first error, as file:line: message
 
 
 def kernel_skip_reason(box: Box, marker: pytest.Mark | None) -> str | None:
@@ -98,7 +99,8 @@ class MatrixRun:
             outcome, title = "error", _first_line(report)
         else:
             outcome = properties.get(OUTCOME_PROPERTY, "failed")
-            title = properties.get("crash_title") or _first_line(report)
+            title = (properties.get("crash_title") or properties.get(TITLE_PROPERTY)
+                     or _first_line(report))
         self.grid.add(Cell(test, box, outcome, title, kernel,
                            "" if outcome == "passed" else _report_text(report)))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.boxes import Box, Catalogue, load_catalogue
-from harness.build import BUILD_MODES
+from harness.build import BUILD_MODES, ModuleBuildError
 from harness.coverage import CoverageCollector, CoverageReport
 from harness.errors import BuildError, CommandFailed, GuestUnreachable, HarnessError, HostError
 from harness.guest import Guest, HostPaths
@@ -26,7 +26,7 @@ from harness.kmem import KmemLedger
 from harness.kmod import KernelCrashed, LoadError, Module, ModuleGroup, UnloadError
 from harness.kmsg import Capture
 from harness.leaks import LEAK_CHECK_MODES
-from harness.matrixplugin import OUTCOME_PROPERTY, MatrixRun, kernel_skip_reason
+from harness.matrixplugin import OUTCOME_PROPERTY, TITLE_PROPERTY, MatrixRun, kernel_skip_reason
 from harness.paths import vm_project_dir
 from harness.session import HarnessSession, VMOptions
 from harness.testrun import TestRun
@@ -532,6 +532,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
             report.sections.append((f"module state {module.source_dir.name}",
                                     module.state(live=live)))
         if call.excinfo is not None and isinstance(call.excinfo.value, BuildError):
-            report.longrepr = str(call.excinfo.value)
+            error = call.excinfo.value
+            report.longrepr = str(error)
             report.user_properties.append((OUTCOME_PROPERTY, "build-failed"))
+            first = error.result.first_error if isinstance(error, ModuleBuildError) else None
+            if first is not None:  # the grid's title: the compiler's line
+                report.user_properties.append((TITLE_PROPERTY, str(first)))
     return report
