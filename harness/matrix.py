@@ -23,7 +23,7 @@ OUTCOMES = ("passed", "failed", "error", "skipped", "build-failed")
 # How a cell reads in the terminal: a short word, then the title.
 TERMINAL_WORD = {"passed": "ok", "failed": "FAIL", "error": "ERROR", "skipped": "skip",
                  "build-failed": "BUILD"}
-CELL_WIDTH = 34
+CELL_WIDTH = (12, 48)  # a column's narrowest and widest, in characters
 TITLE_LIMIT = 300  # characters of a title kept in matrix.json (the full text is the report)
 
 
@@ -92,15 +92,18 @@ class Grid:
         files = {t.rpartition("::")[0] for t in tests}
         common = files.pop() + "::" if len(files) == 1 and "" not in files else ""
         width = min(60, max([len("test"), *(len(t) - len(common) for t in tests)]))
-        header = [f"{'test':{width}}"] + [f"{b.name:{CELL_WIDTH}}" for b in self.boxes]
-        kernels = [f"{'':{width}}"] + [f"{(b.kernel or '-'):{CELL_WIDTH}}" for b in self.boxes]
+        texts = [len(_cell_text(c)) for c in self.cells]
+        texts += [len(b.name) for b in self.boxes] + [len(b.kernel or "") for b in self.boxes]
+        cell_width = max(CELL_WIDTH[0], min(CELL_WIDTH[1], max(texts)))
+        header = [f"{'test':{width}}"] + [f"{b.name:{cell_width}}" for b in self.boxes]
+        kernels = [f"{'':{width}}"] + [f"{(b.kernel or '-'):{cell_width}}" for b in self.boxes]
         lines = [f"in {common[:-2]}"] if common else []
         lines += ["  ".join(header).rstrip(), "  ".join(kernels).rstrip()]
         for test in tests:
             row = [f"{_clip(test[len(common):], width):{width}}"]
             for box in self.boxes:
                 cell = self.cell(test, box.name)
-                row.append(f"{_clip(_cell_text(cell), CELL_WIDTH):{CELL_WIDTH}}")
+                row.append(f"{_clip(_cell_text(cell), cell_width):{cell_width}}")
             lines.append("  ".join(row).rstrip())
         counts = {o: sum(c.outcome == o for c in self.cells) for o in OUTCOMES}
         lines.append(", ".join(f"{n} {o}" for o, n in counts.items() if n)

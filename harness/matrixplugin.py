@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.boxbuild import box_kernel_release
 from harness.boxes import Box, Catalogue, version_tuple
+from harness.buildlane import build_on
+from harness.errors import BuildError
 from harness.matrix import Cell, Grid, MatrixBox, split_cell_id
 
 MATRIX_ARG = "vm_matrix_box"
@@ -50,7 +53,10 @@ class MatrixRun:
         self.catalogue = catalogue
         self.boxes = boxes
         self.names = [b.name for b in boxes]
-        self.grid = Grid(boxes=[MatrixBox(name, None) for name in self.names])
+        # A build-only run's kernels are its boxes' root filesystems'; a VM's is what it runs.
+        built = config.getoption("--vm-build-only")
+        self.grid = Grid(boxes=[MatrixBox(b.name, box_kernel_release(b) if built else None)
+                                for b in boxes])
 
     # -- collection -----------------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)  # last: the box is the last part of the id
@@ -69,6 +75,20 @@ class MatrixRun:
             marks = [pytest.mark.skip(reason=reason)] if reason else []
             params.append(pytest.param(box.name, id=box.name, marks=marks))
         metafunc.parametrize(MATRIX_ARG, params, scope="session")
+
+    @pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixtures
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """All of one box's tests together, boxes in the matrix's order: pytest's grouping by
+        session-scoped parameters does not hold when a test has parameters of its own, and
+        each switch back to a box would stop and resume its VM again."""
+        order = {name: index for index, name in enumerate(self.names)}
+
+        def box_index(item: pytest.Item) -> int:
+            callspec = getattr(item, "callspec", None)
+            box = callspec.params.get(MATRIX_ARG) if callspec is not None else None
+            return order.get(box, -1)  # tests outside the matrix first
+
+        items.sort(key=box_index)
 
     # -- results --------------------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -159,3 +179,58 @@ def _report_text(report: pytest.TestReport) -> str:
     parts += [f"--- {title} ---\n{content}" for title, content in report.sections
               if "kernel log" in title or title.startswith("build log")]
     return "\n\n".join(p for p in parts if p)
+
+
+# -- --vm-build-only: the build-only lane inside a pytest run ----------------------------------
+class BuiltOnly(Exception):  # noqa: N818  # not an error: how a build-only test ends
+    """Raised by ``kmod(...)`` in a build-only run once the module built: the test ends there,
+    passed (nothing can be loaded without a VM)."""
+
+    def __init__(self, message: str, kernel: str | None):
+        super().__init__(message)
+        self.kernel = kernel
+
+
+class LaneBuildFailed(BuildError):
+    """The module did not build against this box's kernel (build-only run)."""
+
+    def __init__(self, message: str, first: str | None, kernel: str | None):
+        super().__init__(message)
+        self.first, self.kernel = first, kernel
+
+
+class BuildOnlyModules:
+    """What ``kmod`` gives in a build-only run: ``kmod(path)`` compiles the module against the
+    test's box in its root filesystem on the host, then ends the test (passed) or fails it
+    with the compiler's errors; ``kmod.all(path)`` the same for a folder."""
+
+    def __init__(self, box: Box, resolve, work_root: Path):
+        self.box, self.resolve, self.work_root = box, resolve, work_root
+
+    def __call__(self, path, **options: object):
+        folder = self.resolve(path)
+        result = build_on(self.box, folder, self.work_root)
+        if result.outcome == "passed":
+            raise BuiltOnly(f"{folder.name} built against {result.kernel} (box {self.box.name}) "
+                            "in its root filesystem; build-only run: not loaded", result.kernel)
+        tail = "\n".join(result.log.strip().splitlines()[-25:])
+        first = result.first_diagnostic
+        raise LaneBuildFailed(f"building {folder} for box {self.box.name} "
+                              f"({result.kernel or 'no kernel'}) failed: {first}\n{tail}", first,
+                              result.kernel)
+
+    all = __call__
+
+
+class NoVM:
+    """``guest``, ``dmesg`` and ``kmem`` in a build-only run: there is no VM, so the first use
+    skips the test (after the builds it asked for, if any, have ended it)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        pytest.skip(f"build-only run: {self._name}.{attribute} needs a VM")
+
+    def __contains__(self, item: object) -> bool:
+        pytest.skip(f"build-only run: {self._name} needs a VM")

@@ -26,8 +26,17 @@ from harness.kmem import KmemLedger
 from harness.kmod import KernelCrashed, LoadError, Module, ModuleGroup, UnloadError
 from harness.kmsg import Capture
 from harness.leaks import LEAK_CHECK_MODES
-from harness.matrixplugin import OUTCOME_PROPERTY, TITLE_PROPERTY, MatrixRun, kernel_skip_reason
-from harness.paths import vm_project_dir
+from harness.matrixplugin import (
+    OUTCOME_PROPERTY,
+    TITLE_PROPERTY,
+    BuildOnlyModules,
+    BuiltOnly,
+    LaneBuildFailed,
+    MatrixRun,
+    NoVM,
+    kernel_skip_reason,
+)
+from harness.paths import state_dir, vm_project_dir
 from harness.session import HarnessSession, VMOptions
 from harness.testrun import TestRun
 from harness.vm import VM
@@ -43,6 +52,7 @@ SESSION_ERRORS_KEY = pytest.StashKey[dict[str | None, str]]()
 SESSION_KEY = pytest.StashKey[HarnessSession]()
 BOX_SESSIONS_KEY = pytest.StashKey[dict[str, HarnessSession]]()
 CATALOGUE_KEY = pytest.StashKey[Catalogue]()
+BUILD_ONLY_KEY = pytest.StashKey[Box]()  # a build-only run's test: the box it builds for
 # What becomes of the VM when the run ends.
 END_ACTIONS = {"save": lambda vm: vm.power_off(), "keep": lambda vm: None,
                "destroy": lambda vm: vm.destroy()}
@@ -85,6 +95,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--vm-matrix-report", default="vm-matrix",
                     help="where a matrix run writes its grid, matrix.json and matrix.html "
                     "(default: ./vm-matrix)")
+    group.addoption("--vm-build-only", action="store_true",
+                    help="boot nothing: each module a test asks kmod() for is compiled against "
+                    "the box's kernel in its root filesystem on the host, and the test ends "
+                    "there (passed, or failed with the compiler's errors); with --vm-box a,b,c "
+                    "a build grid in seconds")
     group.addoption("--vm-skip-unavailable", action="store_true",
                     help="skip vm tests when no VM can be had (default: fail them)")
     parser.addini("harness_leak_check", default="auto",
@@ -154,10 +169,17 @@ def _matrix_boxes(config: pytest.Config) -> tuple[Catalogue, list[Box]] | None:
     named, given = config.getoption("--vm-matrix"), config.getoption("--vm-box")
     if named and given:
         raise pytest.UsageError("give either --vm-matrix NAME or --vm-box a,b,c, not both")
-    if not named and (not given or "," not in given):
+    if not named and not given:
         return None
     try:
         catalogue = _catalogue(config)
+        if named and named not in catalogue.matrices:
+            raise pytest.UsageError(
+                f"--vm-matrix {named}: {catalogue.path} has no matrix of that name; its "
+                f"matrices: {', '.join(sorted(catalogue.matrices)) or 'none'}")
+        if not named and "," not in given and given not in catalogue.matrices:
+            catalogue.get(given)  # one box: an unknown name is told now, with the catalogue
+            return None
         return catalogue, catalogue.matrix(named or given)
     except HarnessError as err:
         raise pytest.UsageError(str(err)) from err
@@ -364,11 +386,15 @@ def _harness_test_run(request: pytest.FixtureRequest,
     if item.get_closest_marker("vm") is None:
         yield
         return
-    kernel_marker = item.get_closest_marker("vm_kernel")
-    if kernel_marker is not None:
-        reason = kernel_skip_reason(_box_of(request, vm_matrix_box), kernel_marker)
-        if reason:
-            pytest.skip(reason)
+    box = _box_of(request, vm_matrix_box)
+    reason = kernel_skip_reason(box, item.get_closest_marker("vm_kernel"))
+    if reason:
+        pytest.skip(reason)
+    if request.config.getoption("--vm-build-only"):
+        _set_property(item, "box", box.name)
+        item.stash[BUILD_ONLY_KEY] = box
+        yield
+        return
     session = _session_for(request)
     _set_property(item, "box", session.vm.settings.box.name)
     with contextlib.suppress(HarnessError):  # a guest that does not answer fails the test later
@@ -409,6 +435,10 @@ def test_run_of(item: pytest.Item) -> TestRun | None:
 test_run_of.__test__ = False  # type: ignore[attr-defined]  # not a test, despite its name
 
 
+def _build_only(request: pytest.FixtureRequest) -> Box | None:
+    return request.node.stash.get(BUILD_ONLY_KEY, None)
+
+
 def _run(request: pytest.FixtureRequest) -> TestRun:
     if RUN_KEY not in request.node.stash:
         raise pytest.UsageError(
@@ -438,12 +468,18 @@ def _host_paths(request: pytest.FixtureRequest) -> HostPaths:
 @pytest.fixture
 def kmod(request: pytest.FixtureRequest) -> ModuleFactory:
     """``m = kmod("hello")``: a module to build, load and unload in the guest."""
+    box = _build_only(request)
+    if box is not None:
+        return BuildOnlyModules(box, _host_paths(request).resolve,  # type: ignore[return-value]
+                                state_dir(_vm_project(request.config)) / "build-lane")
     return ModuleFactory(_run(request), _host_paths(request))
 
 
 @pytest.fixture
 def dmesg(request: pytest.FixtureRequest) -> Capture:
     """The kernel log records emitted during this test (``"text" in dmesg``, ``expect``)."""
+    if _build_only(request) is not None:
+        return NoVM("dmesg")  # type: ignore[return-value]
     capture = _run(request).capture
     assert capture is not None
     return capture
@@ -453,6 +489,9 @@ def dmesg(request: pytest.FixtureRequest) -> Capture:
 def kmem(request: pytest.FixtureRequest) -> Iterator[KmemLedger]:
     """What modules allocate and free during this test (kmem tracepoints; any kernel):
     ``kmem.outstanding(module)``, ``kmem.assert_freed(module)``."""
+    if _build_only(request) is not None:
+        yield NoVM("kmem")  # type: ignore[misc]
+        return
     run = _run(request)
     ledger = KmemLedger(run.guest.transport)
     ledger.start()
@@ -470,6 +509,8 @@ def kmem(request: pytest.FixtureRequest) -> Iterator[KmemLedger]:
 @pytest.fixture
 def guest(request: pytest.FixtureRequest) -> Guest:
     """The guest: ``run``/``check_output``/``run_expect``, files in and out, programs."""
+    if _build_only(request) is not None:
+        return NoVM("guest")  # type: ignore[return-value]
     return _run(request).guest.for_test(_host_paths(request))
 
 
@@ -497,6 +538,8 @@ CRASH_CONSEQUENCES = (GuestUnreachable, CommandFailed, LoadError, UnloadError, K
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report: pytest.TestReport = yield
+    if BUILD_ONLY_KEY in item.stash and call.when == "call" and call.excinfo is not None:
+        return _build_only_report(report, call.excinfo.value)
     run = item.stash.get(RUN_KEY, None)
     if run is None or call.when != "call":
         return report
@@ -538,4 +581,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
             first = error.result.first_error if isinstance(error, ModuleBuildError) else None
             if first is not None:  # the grid's title: the compiler's line
                 report.user_properties.append((TITLE_PROPERTY, str(first)))
+    return report
+
+
+def _build_only_report(report: pytest.TestReport, error: BaseException) -> pytest.TestReport:
+    """A build-only test ends at its first kmod(): passed when the module built."""
+    kernel = getattr(error, "kernel", None)
+    if kernel:
+        report.user_properties.append(("kernel", kernel))
+    if isinstance(error, BuiltOnly):
+        report.outcome, report.longrepr = "passed", None
+        report.sections.append(("harness build-only", str(error)))
+    elif isinstance(error, LaneBuildFailed):
+        report.longrepr = str(error)
+        report.user_properties.append((OUTCOME_PROPERTY, "build-failed"))
+        if error.first:
+            report.user_properties.append((TITLE_PROPERTY, error.first))
     return report

@@ -23,16 +23,16 @@ PACKAGE = ROOT / "harness"
 LAYERS: dict[int, tuple[str, ...]] = {
     0: ("", "errors", "schema", "paths", "untrusted", "oops", "oops.demangle", "oops.logtext",
         "oops.patterns", "oops.title", "oops.detect", "oops.symbolize", "oops.corpus",
-        "grade.roster", "vmoptions", "nightly", "nightly.known"),  # text in, data out
+        "grade.roster", "vmoptions", "nightly", "nightly.known", "matrix"),  # text in, data out
     1: ("hostexec", "kernelbuild", "boxes", "boxbuild", "accel", "libvirt", "coverage",
         "nightly.history", "nightly.dashboard"),  # host
     2: ("transport", "console", "taint", "sync", "hostbuild", "build", "kmsg", "kmem",
-        "leaks", "guest", "kmod"),  # a guest, through a transport
+        "leaks", "guest", "kmod", "buildlane"),  # a guest, through a transport
     3: ("vagrant_machine", "vm", "cleanstate", "doctor", "session",
         "testrun"),  # a VM's lifecycle, a test's life
     4: ("plugin", "cli", "grade", "grade.spec", "grade.extract", "grade.report",
         "grade.runner", "grade.plugin",
-        "nightly.plugin"),  # front ends: pytest, the command line, grading, the nightly
+        "nightly.plugin", "matrixplugin"),  # front ends: pytest, the command line, grading, the nightly
 }
 LAYER_OF = {("harness." + name).rstrip("."): layer
             for layer, names in LAYERS.items() for name in names}
