@@ -57,9 +57,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_box_digest(args: argparse.Namespace) -> int:
     from harness.boxbuild import BUILDER_VERSION
 
-    box = _catalogue(args).get(args.name)
-    # Cloud boxes have no recipe: their name is what identifies them.
-    print(box.recipe.digest(BUILDER_VERSION) if box.recipe else box.vagrant_box.replace("/", "_"))
+    catalogue = _catalogue(args)
+    boxes = catalogue.matrix(",".join(args.names)) if args.names else [catalogue.get(None)]
+    # Cloud boxes have no recipe: their name is what identifies them. Several boxes (or a
+    # matrix): one key for all of them.
+    print("-".join(box.recipe.digest(BUILDER_VERSION) if box.recipe
+                   else box.vagrant_box.replace("/", "_") for box in boxes))
     return 0
 
 
@@ -341,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "`harness build`, no bootable image")
     build.set_defaults(func=cmd_box_build)
     digest = box_sub.add_parser("digest", help="print the hash of a box's recipe (a cache key)")
-    digest.add_argument("name", nargs="?", help="catalogue entry (default: the default box)")
+    digest.add_argument("names", nargs="*", metavar="NAME",
+                        help="catalogue entries or a named matrix (default: the default box)")
     digest.set_defaults(func=cmd_box_digest)
     listing = box_sub.add_parser("list", help="list the catalogue")
     listing.set_defaults(func=cmd_box_list)

@@ -49,6 +49,11 @@ class Grid:
     cells: list[Cell] = field(default_factory=list)
     started: str = field(default_factory=lambda: datetime.now(timezone.utc)
                          .isoformat(timespec="seconds"))
+    build_only: bool = False  # nothing booted: passed means the module built
+
+    @property
+    def mode(self) -> str:
+        return "build-only (passed: built; nothing loaded)" if self.build_only else "vm"
 
     def add(self, cell: Cell) -> None:
         if cell.outcome not in OUTCOMES:
@@ -79,7 +84,7 @@ class Grid:
 
     # -- out ------------------------------------------------------------------------------------
     def to_json(self) -> dict:
-        return {"started": self.started,
+        return {"started": self.started, "mode": "build-only" if self.build_only else "vm",
                 "boxes": [asdict(b) for b in self.boxes],
                 "results": [{"test": c.test, "box": c.box, "kernel": c.kernel,
                              "outcome": c.outcome,
@@ -107,7 +112,8 @@ class Grid:
             lines.append("  ".join(row).rstrip())
         counts = {o: sum(c.outcome == o for c in self.cells) for o in OUTCOMES}
         lines.append(", ".join(f"{n} {o}" for o, n in counts.items() if n)
-                     + f" ({len(tests)} tests x {len(self.boxes)} boxes)")
+                     + f" ({len(tests)} tests x {len(self.boxes)} boxes"
+                     + (", build-only: passed means built)" if self.build_only else ")"))
         return lines
 
     def write(self, folder: Path) -> dict[str, Path]:
@@ -150,7 +156,7 @@ class Grid:
         return (f"<!doctype html><meta charset=utf-8><title>kernel matrix</title>"
                 f"<style>{STYLE}</style><h1>Kernel matrix</h1>"
                 f"<p>{escape(self.started)}: {len(self.tests())} tests x {len(self.boxes)} "
-                f"boxes; {escape(counts)}</p>"
+                f"boxes; {escape(counts)}; run: {escape(self.mode)}</p>"
                 f"<table><tr><th>test</th>{head}</tr>{''.join(rows)}</table>")
 
 

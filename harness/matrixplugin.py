@@ -18,8 +18,8 @@ import pytest
 
 from harness.boxbuild import box_kernel_release
 from harness.boxes import Box, Catalogue, version_tuple
-from harness.buildlane import build_on
-from harness.errors import BuildError
+from harness.build import BuildResult, ModuleBuildError
+from harness.buildlane import LANE_DIR, build_on
 from harness.matrix import Cell, Grid, MatrixBox, split_cell_id
 
 MATRIX_ARG = "vm_matrix_box"
@@ -56,7 +56,7 @@ class MatrixRun:
         # A build-only run's kernels are its boxes' root filesystems'; a VM's is what it runs.
         built = config.getoption("--vm-build-only")
         self.grid = Grid(boxes=[MatrixBox(b.name, box_kernel_release(b) if built else None)
-                                for b in boxes])
+                                for b in boxes], build_only=built)
 
     # -- collection -----------------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)  # last: the box is the last part of the id
@@ -191,33 +191,69 @@ class BuiltOnly(Exception):  # noqa: N818  # not an error: how a build-only test
         self.kernel = kernel
 
 
-class LaneBuildFailed(BuildError):
-    """The module did not build against this box's kernel (build-only run)."""
+class LaneBuildFailed(ModuleBuildError):
+    """The module did not build against this box's kernel (build-only run): the same error as
+    a failed build in a VM, so a test's ``pytest.raises(ModuleBuildError)`` holds here too."""
 
-    def __init__(self, message: str, first: str | None, kernel: str | None):
-        super().__init__(message)
-        self.first, self.kernel = first, kernel
+    def __init__(self, result: BuildResult, box: str, first: str | None):
+        super().__init__(result)
+        self.args = (f"box {box}: {self.args[0]}",)
+        self.first, self.kernel = first, result.kernel_release
+
+
+class BuildOnlyModule:
+    """A module in a build-only run: ``build()`` compiles it against the test's box in its
+    root filesystem on the host (raising :class:`ModuleBuildError` as in a VM); anything that
+    needs a kernel (``load()``, ``unload()``, its state) builds it first, then ends the test:
+    passed when it built."""
+
+    def __init__(self, box: Box, source_dir: Path, work_root: Path):
+        self.box, self.source_dir, self.work_root = box, source_dir, work_root
+        self.build_result: BuildResult | None = None
+        self._kernel: str | None = None
+        self._first: str | None = None
+
+    def build(self, force: bool = False, check: bool = True) -> BuildResult:
+        if self.build_result is None or force:
+            lane = build_on(self.box, self.source_dir, self.work_root)
+            status = {"passed": 0, "build-failed": 1}.get(lane.outcome, 2)
+            self.build_result = BuildResult(
+                self.source_dir, LANE_DIR, lane.kernel or "-", status, lane.log,
+                lane.diagnostics, ko_files=["built"] if status == 0 else [], where="host")
+            self._kernel, self._first = lane.kernel, lane.first_diagnostic
+        if check and not self.build_result.ok:
+            raise LaneBuildFailed(self.build_result, self.box.name, self._first)
+        return self.build_result
+
+    def _end(self, *args: object, **kwargs: object):
+        self.build()
+        raise BuiltOnly(f"{self.source_dir.name} built against {self._kernel} (box "
+                        f"{self.box.name}) in its root filesystem; build-only run: not loaded",
+                        self._kernel)
+
+    load = unload = _end
+
+    def __enter__(self):
+        return self._end()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._end()
 
 
 class BuildOnlyModules:
-    """What ``kmod`` gives in a build-only run: ``kmod(path)`` compiles the module against the
-    test's box in its root filesystem on the host, then ends the test (passed) or fails it
-    with the compiler's errors; ``kmod.all(path)`` the same for a folder."""
+    """What ``kmod`` gives in a build-only run: ``kmod(path)`` (and ``kmod.all(path)``), a
+    :class:`BuildOnlyModule` of the test's box."""
 
     def __init__(self, box: Box, resolve, work_root: Path):
         self.box, self.resolve, self.work_root = box, resolve, work_root
 
-    def __call__(self, path, **options: object):
-        folder = self.resolve(path)
-        result = build_on(self.box, folder, self.work_root)
-        if result.outcome == "passed":
-            raise BuiltOnly(f"{folder.name} built against {result.kernel} (box {self.box.name}) "
-                            "in its root filesystem; build-only run: not loaded", result.kernel)
-        tail = "\n".join(result.log.strip().splitlines()[-25:])
-        first = result.first_diagnostic
-        raise LaneBuildFailed(f"building {folder} for box {self.box.name} "
-                              f"({result.kernel or 'no kernel'}) failed: {first}\n{tail}", first,
-                              result.kernel)
+    def __call__(self, path, **options: object) -> BuildOnlyModule:
+        return BuildOnlyModule(self.box, self.resolve(path), self.work_root)
 
     all = __call__
 

@@ -31,8 +31,8 @@ LAYERS: dict[int, tuple[str, ...]] = {
     3: ("vagrant_machine", "vm", "cleanstate", "doctor", "session",
         "testrun"),  # a VM's lifecycle, a test's life
     4: ("plugin", "cli", "grade", "grade.spec", "grade.extract", "grade.report",
-        "grade.runner", "grade.plugin",
-        "nightly.plugin", "matrixplugin"),  # front ends: pytest, the command line, grading, the nightly
+        "grade.runner", "grade.plugin", "nightly.plugin",
+        "matrixplugin"),  # front ends: pytest, the command line, grading, the nightly, matrices
 }
 LAYER_OF = {("harness." + name).rstrip("."): layer
             for layer, names in LAYERS.items() for name in names}

@@ -127,3 +127,28 @@ def test_the_token_can_only_read_and_no_checkout_keeps_credentials():
                  if step.get("uses", "").startswith("actions/checkout@")]
     assert checkouts and all(step.get("with", {}).get("persist-credentials") is False
                              for step in checkouts)
+
+
+def test_the_kernel_matrix_job_runs_a_named_matrix_and_keeps_its_grids():
+    job = _workflow()["jobs"]["kernel-matrix"]
+    catalogue = load_catalogue(ROOT / "boxes.yaml")
+    assert len(catalogue.matrix(job["env"]["MATRIX"])) >= 5
+    runs = " ".join(step.get("run", "") for step in job["steps"])
+    assert '--vm-matrix "$MATRIX"' in runs and "--vm-build-only" in runs
+    for path in re.findall(r"(tests/[\w/]+\.py)", runs):
+        assert (ROOT / path).exists(), path
+    uploads = [step["with"]["path"] for step in job["steps"]
+               if step.get("uses", "").startswith("actions/upload-artifact@")]
+    assert any("vm-matrix/" in path for path in uploads)
+    assert "kernel-matrix" in _workflow()["jobs"]["history"]["needs"]
+
+
+def test_the_known_failures_file_loads_and_names_boxes_of_the_catalogue():
+    from fnmatch import fnmatch
+
+    from harness.nightly.known import load_known_failures
+
+    known = load_known_failures(ROOT / ".github" / "known-failures.yaml")
+    boxes = load_catalogue(ROOT / "boxes.yaml").boxes
+    for entry in known.entries:
+        assert entry.box is None or any(fnmatch(name, entry.box) for name in boxes), entry
