@@ -24,7 +24,14 @@ from harness.matrix import Cell, Grid, MatrixBox, split_cell_id
 
 MATRIX_ARG = "vm_matrix_box"
 OUTCOME_PROPERTY = "harness_outcome"  # set to build-failed when the module did not build
+ONE_WORKER_PER_BOX = "harness_one_worker_per_box"  # xdist workerinput key
 TITLE_PROPERTY = "harness_title"  # then the compiler's first error, as file:line: message
+
+
+def one_worker_per_box(config: pytest.Config) -> bool:
+    """In an xdist worker of a matrix run: each box runs on one worker only
+    (:class:`BoxScheduling`)."""
+    return bool(getattr(config, "workerinput", {}).get(ONE_WORKER_PER_BOX, False))
 
 
 def kernel_skip_reason(box: Box, marker: pytest.Mark | None) -> str | None:
@@ -143,6 +150,12 @@ class MatrixRun:
             terminalreporter.write_line(f"grid: {written['html']}, {written['json']}")
 
     # -- xdist ----------------------------------------------------------------------------------
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node) -> None:
+        """Tell each worker whether boxes are scheduled one worker each (then a box's VM is
+        shared by whichever worker runs it)."""
+        node.workerinput[ONE_WORKER_PER_BOX] = self.config.getoption("dist") == "load"
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log):
         """One box's tests to one worker (its VM boots once), boxes spread over the workers;

@@ -35,6 +35,7 @@ from harness.matrixplugin import (
     MatrixRun,
     NoVM,
     kernel_skip_reason,
+    one_worker_per_box,
 )
 from harness.paths import state_dir, vm_project_dir
 from harness.session import HarnessSession, VMOptions
@@ -212,7 +213,9 @@ def harness_session(request: pytest.FixtureRequest,
     if vm_matrix_box is not None:
         options.box = vm_matrix_box
         folder = None if vm_matrix_box == _catalogue(config).default else vm_matrix_box
-    session = _open_session(config, options, _vm_project(config), box=folder)
+    session = _open_session(config, options, _vm_project(config), box=folder,
+                            one_worker_per_box=vm_matrix_box is not None
+                            and one_worker_per_box(config))
     config.stash[SESSION_KEY] = session
     yield session
     _close_session(config, session)
@@ -223,17 +226,19 @@ def _vm_project(config: pytest.Config) -> Path:
                 or config.rootpath)
 
 
-def _open_session(config: pytest.Config, options, project: Path,
-                  box: str | None = None) -> HarnessSession:
+def _open_session(config: pytest.Config, options, project: Path, box: str | None = None,
+                  one_worker_per_box: bool = False) -> HarnessSession:
     """A ready VM and its session; the VM's state lives in ``project`` (or a subfolder of its
-    .harness/ for a second box), the catalogue is the project's."""
+    .harness/ for a second box), the catalogue is the project's. Each xdist worker has VMs of
+    its own, except in a matrix whose boxes go to one worker each (``one_worker_per_box``):
+    there a box's VM is the same whichever worker runs it, so it is resumed, not booted."""
     from harness.cleanstate import ready_vm
     from harness.session import make_guest, make_vm
 
     errors = config.stash.setdefault(SESSION_ERRORS_KEY, {})
     if options.box in errors:
         _unavailable(config, errors[options.box])
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    worker = None if one_worker_per_box else os.environ.get("PYTEST_XDIST_WORKER")
     vm = None
     try:
         # Each xdist worker gets a VM of its own (its own state folder and libvirt domain).

@@ -169,8 +169,14 @@ import pytest
 pytestmark = pytest.mark.vm
 
 def _note(box):
+    from harness.matrixplugin import one_worker_per_box
+    shared = one_worker_per_box(pytest.harness_config)
     with open("ran.jsonl", "a") as out:
-        out.write(json.dumps([box, os.environ.get("PYTEST_XDIST_WORKER")]) + "\\n")
+        out.write(json.dumps([box, os.environ.get("PYTEST_XDIST_WORKER"), shared]) + "\\n")
+
+@pytest.fixture(autouse=True)
+def _config(request):
+    pytest.harness_config = request.config
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_each(vm_matrix_box, n):
@@ -253,7 +259,8 @@ def test_with_xdist_each_box_runs_on_one_worker(pytester: pytest.Pytester):
                                            "--vm-build-only", "-n", "2",
                                            "--vm-matrix-report=grid")
     ran = [json.loads(line) for line in (pytester.path / "ran.jsonl").read_text().splitlines()]
-    workers = {box: {w for b, w in ran if b == box} for box, _ in ran}
+    workers = {box: {w for b, w, _ in ran if b == box} for box, _, _ in ran}
+    assert all(shared for _, _, shared in ran)  # so a box's VM is one, whichever worker
     assert all(len(w) == 1 for w in workers.values()), workers
     assert set(workers) == {"old", "mid", "new"}
     assert len(set().union(*workers.values())) == 2  # both workers had a box
