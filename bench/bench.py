@@ -72,7 +72,7 @@ from harness.transport import SSHTarget  # noqa: E402
 
 PHASES = ("sync", "build", "insmod", "capture", "rmmod")
 SECTIONS = ("startup", "cycle", "recovery", "grading", "parser", "cli", "sanitizers", "coverage",
-            "history", "reruns")
+            "history", "reruns", "lane", "matrix")
 BENCH_PROJECT = ROOT / "bench" / ".project"
 ASSIGNMENT = ROOT / "examples" / "llist-assignment"
 GRADING_STUDENTS = ("correct", "wrong_output", "memory_not_freed", "null_dereference_on_exit")
@@ -377,6 +377,65 @@ def bench_reruns(results: dict, rounds: int) -> None:
           f"passing attempt's whole run is {median['passes']:.1f} s")
 
 
+LANE_MATRIX = "debian"  # boxes.yaml: five kernels, 5.10 to sid's
+MATRIX_BOXES = ("debian-11", "debian-12", "debian-12-k6.12")
+MATRIX_SCENARIO = "tests/scenarios/scenario_matrix.py"
+
+
+def bench_lane(results: dict, rounds: int) -> None:
+    """The build-only lane as users run it: `harness build MODULE --matrix debian`, a whole
+    process, the boxes' root filesystems already built."""
+    figures = {}
+    for module in ("modules/classdev", "modules/classdev-5.10"):
+        runs = []
+        with tempfile.TemporaryDirectory() as out:
+            for _ in range(rounds + 1):  # the first: a warm-up (page cache)
+                took, text = _timed([sys.executable, "-m", "harness.cli", "build", module,
+                                     "--matrix", LANE_MATRIX, "--out", out])
+                runs.append(took)
+        figures[module] = {"median_s": round(statistics.median(runs[1:]), 2),
+                           "max_s": round(max(runs[1:]), 2)}
+        print(f"lane: harness build {module} --matrix {LANE_MATRIX}: "
+              f"{figures[module]['median_s']:.1f} s median of {rounds} (max "
+              f"{figures[module]['max_s']:.1f}; target <= 30 s)\n  "
+              + "\n  ".join(text.strip().splitlines()))
+    results["lane"] = figures
+
+
+def bench_matrix(results: dict, rounds: int) -> None:
+    """A pytest matrix of three boxes against the three single-box runs of the same tests, side
+    by side in each round, all whole processes on the checkout's saved VMs (each run resumes
+    them and saves them again), without and with -n 2."""
+    from harness.boxes import load_catalogue
+    from harness.paths import vm_project_dir
+
+    catalogue = load_catalogue(ROOT / "boxes.yaml")
+    base = [sys.executable, "-m", "pytest", MATRIX_SCENARIO, "-p", "no:cacheprovider", "-q"]
+    seconds: dict[str, list[float]] = {"singles": [], "matrix": [], "matrix -n 2": []}
+    with tempfile.TemporaryDirectory() as out:
+        for round_ in range(rounds + 1):  # round 0: a warm-up (boots what is not saved yet)
+            singles = 0.0
+            for box in MATRIX_BOXES:
+                folder = ROOT if box == catalogue.default else vm_project_dir(ROOT, None, box)
+                singles += _timed([*base, "--vm-box", box, "--vm-project", str(folder)])[0]
+            matrix = _timed([*base, "--vm-box", ",".join(MATRIX_BOXES),
+                             f"--vm-matrix-report={out}"])[0]
+            parallel = _timed([*base, "--vm-box", ",".join(MATRIX_BOXES), "-n", "2",
+                               f"--vm-matrix-report={out}"])[0]
+            if round_:
+                for name, value in (("singles", singles), ("matrix", matrix),
+                                    ("matrix -n 2", parallel)):
+                    seconds[name].append(value)
+    median = {name: statistics.median(values) for name, values in seconds.items()}
+    ratios = {name: round(median[name] / median["singles"], 2) for name in ("matrix",
+                                                                             "matrix -n 2")}
+    results["matrix"] = {**{k: round(v, 1) for k, v in median.items()}, "ratios": ratios}
+    print(f"matrix: {len(MATRIX_BOXES)} single-box runs together {median['singles']:.1f} s; "
+          f"one matrix run {median['matrix']:.1f} s ({ratios['matrix']:.2f}x, target <= 1.2); "
+          f"with -n 2 {median['matrix -n 2']:.1f} s ({ratios['matrix -n 2']:.2f}x, target "
+          f"<= 1.0); medians of {rounds} rounds")
+
+
 def _control_test(session: HarnessSession, mode: str) -> tuple[float, int, float]:
     """One test of the clean control with leak check ``mode``: (seconds from the test's start
     to its verdict, findings, seconds the verdict took)."""
@@ -551,9 +610,13 @@ def main() -> int:
             bench_history(results)
         if "reruns" in sections:
             bench_reruns(results, args.rounds)
+        if "lane" in sections:
+            bench_lane(results, args.rounds)
+        if "matrix" in sections:
+            bench_matrix(results, args.rounds)
     finally:
-        # These need no bench VM (reruns uses the checkout's own, left running).
-        if set(sections) - {"parser", "cli", "history", "reruns"}:
+        # These need no bench VM (reruns and matrix use the checkout's own VMs).
+        if set(sections) - {"parser", "cli", "history", "reruns", "lane", "matrix"}:
             destroy_bench_vms()
     results["summary"] = summary(results)
     print("\n".join(results["summary"]))
