@@ -55,6 +55,15 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class DirectBoot:
+    """The kernel, initrd and command line libvirt boots a box's guest with (host paths)."""
+
+    kernel: Path
+    initrd: Path
+    cmdline: str
+
+
+@dataclass(frozen=True)
 class Box:
     name: str
     source: str

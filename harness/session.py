@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import accel, coverage
-from harness.boxbuild import box_kernel, box_rootfs
+from harness.boxbuild import box_direct_boot, box_kernel, box_rootfs
 from harness.boxes import load_catalogue
 from harness.cleanstate import save_clean_snapshot
 from harness.errors import HarnessError, VMError
@@ -44,10 +44,12 @@ def make_vm(options: VMOptions, project_dir: Path, log=None,
         driver, probe = accel.choose_driver(options.driver)
     if probe is not None and not probe.kvm_works:
         print(f"harness: {accel.TCG_WARNING} ({probe.detail})", file=log, flush=True)
+    # Direct kernel boot needs the kernel on the libvirt host: this machine only.
+    direct = None if options.libvirt_host else box_direct_boot(box)
     vm = VM(VMSettings(box=box, driver=driver, memory=options.memory, cpus=options.cpus,
                        libvirt_host=options.libvirt_host, libvirt_user=options.libvirt_user,
                        libvirt_ssh_key=options.libvirt_ssh_key,
-                       isolate_network=options.isolate_network),
+                       isolate_network=options.isolate_network, direct_boot=direct),
             project_dir=project_dir, log=log)
     # Plain `vagrant up` in this folder then picks the same driver.
     (vm.state / "driver").write_text(driver + "\n")

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.boxes import Box
+from harness.boxes import Box, DirectBoot
 from harness.console import (
     LocalSerialConsole,
     RemoteSerialConsole,
@@ -52,6 +52,16 @@ class VMSettings:
     # Grading: the guest answers the harness's SSH and nothing else reaches it or leaves it
     # (a libvirt network filter on its NIC; see isolation_filter_xml).
     isolate_network: bool = False
+    # A box the harness built boots its kernel directly (libvirt's kernel/initrd/cmdline, the
+    # files from the box's kept root filesystem): no bootloader, no BIOS disk reads. None:
+    # the box's own bootloader (a cloud box, a remote libvirt host, a root filesystem gone).
+    direct_boot: DirectBoot | None = None
+
+    @property
+    def guest_os(self) -> str:
+        """Vagrant's guest type for a box the harness built (it then skips probing the guest
+        OS over SSH after boot: about 10 s under emulation); empty: let Vagrant probe."""
+        return "debian" if self.box.is_local else ""
 
     @property
     def libvirt_uri(self) -> str:
@@ -102,6 +112,10 @@ class VM:
             "HARNESS_LIBVIRT_HOST": s.libvirt_host or "",
             "HARNESS_LIBVIRT_USER": s.libvirt_user if s.libvirt_host else "",
             "HARNESS_LIBVIRT_SSH_KEY": s.libvirt_ssh_key or "",
+            "HARNESS_GUEST": s.guest_os,
+            "HARNESS_KERNEL": str(s.direct_boot.kernel) if s.direct_boot else "",
+            "HARNESS_INITRD": str(s.direct_boot.initrd) if s.direct_boot else "",
+            "HARNESS_CMDLINE": s.direct_boot.cmdline if s.direct_boot else "",
         }
 
     def say(self, text: str) -> None:

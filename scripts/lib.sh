@@ -7,6 +7,8 @@ SYSTEM_PACKAGES=(
   vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   dnsmasq-base iptables ebtables mmdebstrap fdisk extlinux syslinux-common e2fsprogs
   binutils bubblewrap python3-venv python3-pip
+  # unpacking a zstd-compressed kernel (6.12 on) for a direct boot without its decompressor
+  zstd
   # compiling the debug box's kernel (harness box build debian-12-debug)
   build-essential bc bison flex libssl-dev libelf-dev dpkg-dev fakeroot rsync cpio kmod xz-utils
 )

@@ -163,3 +163,39 @@ def test_vagrants_progress_counter_does_not_flood_the_log():
         "==> default: Creating image (snapshot of base box volume)."
     assert progress_free("\x1b[KProgress: 99%\r\x1b[K==> default: Uploading done\n") == \
         "==> default: Uploading done"
+
+
+def test_a_box_the_harness_built_boots_its_kernel_directly_without_display_or_nic_rom(tmp_path):
+    from harness.boxes import DirectBoot
+
+    direct = DirectBoot(Path("/pool/k"), Path("/pool/i"), "root=LABEL=root console=ttyS0")
+    config = vagrantfile_config(only_harness(vm_env(tmp_path, direct_boot=direct)), tmp_path)
+    provider = config["vm"]["provider(libvirt)"]
+    assert (provider["kernel"], provider["initrd"], provider["cmd_line"]) == (
+        "/pool/k", "/pool/i", "root=LABEL=root console=ttyS0")
+    assert provider["graphics_type"] == "none" and provider["video_type"] == "none"
+    assert provider["qemuargs"] == [{"value": "virtio-net-pci.romfile="}]  # the last call
+    assert config["vm"]["guest"] == "debian"  # Vagrant skips probing the guest's OS
+    plain = vagrantfile_config(only_harness(vm_env(tmp_path)), tmp_path)["vm"]
+    assert "kernel" not in plain["provider(libvirt)"]
+    assert "graphics_type" not in plain["provider(libvirt)"]
+
+
+def test_a_cloud_box_keeps_its_own_boot_and_vagrants_guest_detection(tmp_path):
+    from harness.vm import VM
+
+    box = load_catalogue(ROOT / "boxes.yaml").get("fedora/31-cloud-base")
+    env = only_harness(VM(VMSettings(box=box), project_dir=tmp_path).vagrant.env())
+    config = vagrantfile_config(env, tmp_path)["vm"]
+    assert "guest" not in config and "kernel" not in config["provider(libvirt)"]
+
+
+def test_vagrant_ups_own_output_gives_the_ssh_target():
+    from harness.vagrant_machine import address_from_up
+
+    said = ["==> default: Waiting for machine to boot. This may take a few minutes...",
+            "default: SSH address: 192.168.121.142:22", "default: SSH username: vagrant",
+            "default: SSH auth method: private key"]
+    assert address_from_up(said) == ("192.168.121.142", 22, "vagrant")
+    assert address_from_up(said[:1]) is None
+    assert address_from_up(["default: SSH address: [::1]:2222"]) == ("[::1]", 2222, None)

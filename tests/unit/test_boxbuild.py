@@ -116,3 +116,28 @@ def test_a_host_without_a_debian_archive_says_to_pass_a_mirror(tmp_path):
     (tmp_path / "sources.list").write_text("deb https://apt.vendor.example/apt stable main\n")
     with pytest.raises(BoxBuildError, match="--mirror"):
         mirror_lines("trixie", None, etc_apt=tmp_path)
+
+
+def _bzimage(tmp_path: Path, payload: bytes, compress: str, pvh: bool = True) -> Path:
+    import gzip
+    import lzma
+
+    packed = lzma.compress(payload, format=lzma.FORMAT_XZ) if compress == "xz" \
+        else gzip.compress(payload)
+    (tmp_path / "boot").mkdir(exist_ok=True)
+    (tmp_path / "boot" / "config-6.1.0-1-amd64").write_text(
+        "CONFIG_PVH=y\n" if pvh else "# CONFIG_PVH is not set\n")
+    image = tmp_path / "boot" / "vmlinuz-6.1.0-1-amd64"
+    image.write_bytes(b"MZ setup code" * 100 + packed + b"\x00trailer" * 50)
+    return image
+
+
+def test_a_pvh_kernel_is_unpacked_for_a_boot_without_its_decompressor(tmp_path):
+    from harness.boxbuild import pvh_kernel
+
+    elf = b"\x7fELF" + bytes(range(256)) * 64
+    for compress in ("xz", "gzip"):
+        assert pvh_kernel(_bzimage(tmp_path, elf, compress), tmp_path) == elf
+    # without PVH the bzImage boots as it is; so does one whose payload is not an ELF
+    assert pvh_kernel(_bzimage(tmp_path, elf, "xz", pvh=False), tmp_path) is None
+    assert pvh_kernel(_bzimage(tmp_path, b"not an elf" * 99, "xz"), tmp_path) is None

@@ -278,4 +278,6 @@ def test_known_flaky_and_rerun_verdicts_cross_xdist_workers(pytester: pytest.Pyt
 
 def test_the_nightly_s_own_known_failures_file_loads():
     path = Path(__file__).resolve().parents[2] / ".github" / "known-failures.yaml"
-    assert load_known_failures(path).entries == ()
+    entries = load_known_failures(path).entries
+    # the kernel-matrix job's example: classdev-5.10 does not build from 6.4 on
+    assert {e.box for e in entries} == {"debian-12-k6.12", "debian-13", "debian-sid"}
