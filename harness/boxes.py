@@ -59,7 +59,7 @@ class DirectBoot:
     """The kernel, initrd and command line libvirt boots a box's guest with (host paths)."""
 
     kernel: Path
-    initrd: Path
+    initrd: Path | None  # None: the kernel mounts its root disk itself
     cmdline: str
 
 

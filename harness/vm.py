@@ -114,7 +114,7 @@ class VM:
             "HARNESS_LIBVIRT_SSH_KEY": s.libvirt_ssh_key or "",
             "HARNESS_GUEST": s.guest_os,
             "HARNESS_KERNEL": str(s.direct_boot.kernel) if s.direct_boot else "",
-            "HARNESS_INITRD": str(s.direct_boot.initrd) if s.direct_boot else "",
+            "HARNESS_INITRD": str(s.direct_boot.initrd or "") if s.direct_boot else "",
             "HARNESS_CMDLINE": s.direct_boot.cmdline if s.direct_boot else "",
         }
 

@@ -141,3 +141,15 @@ def test_a_pvh_kernel_is_unpacked_for_a_boot_without_its_decompressor(tmp_path):
     # without PVH the bzImage boots as it is; so does one whose payload is not an ELF
     assert pvh_kernel(_bzimage(tmp_path, elf, "xz", pvh=False), tmp_path) is None
     assert pvh_kernel(_bzimage(tmp_path, b"not an elf" * 99, "xz"), tmp_path) is None
+
+
+def test_a_kernel_with_its_root_disk_drivers_built_in_boots_without_an_initramfs(tmp_path):
+    from harness.boxbuild import mounts_root_itself
+
+    (tmp_path / "boot").mkdir()
+    config = tmp_path / "boot" / "config-6.1.192-harness-debug"
+    config.write_text("CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_BLK=y\nCONFIG_EXT4_FS=y\n")
+    assert mounts_root_itself(tmp_path, "/boot/vmlinuz-6.1.192-harness-debug")
+    config.write_text("CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_BLK=m\nCONFIG_EXT4_FS=m\n")  # Debian's
+    assert not mounts_root_itself(tmp_path, "/boot/vmlinuz-6.1.192-harness-debug")
+    assert not mounts_root_itself(tmp_path, "/boot/vmlinuz-other")
