@@ -54,10 +54,11 @@ def vm_project_dir(project_dir: Path, worker: str | None = None, box: str | None
 def other_vm_project_dirs(project_dir: Path) -> list[tuple[str, Path]]:
     """The folders of ``project_dir``'s other VMs that exist: its xdist workers' and its
     second boxes' (for ``harness vm destroy``), as (what, folder)."""
-    found = [(f"grading/xdist worker {folder.name}", folder)
-             for folder in sorted((state_dir(project_dir) / "workers").glob("gw*"))]
-    found += [(f"box {folder.name}", folder)
-              for folder in sorted((state_dir(project_dir) / "boxes").glob("*"))]
+    workers = sorted((state_dir(project_dir) / "workers").glob("gw*"))
+    found = [(f"grading/xdist worker {folder.name}", folder) for folder in workers]
+    for owner in (project_dir, *workers):  # a worker's other boxes too (a matrix with -n N)
+        found += [(f"box {folder.name}", folder)
+                  for folder in sorted((state_dir(owner) / "boxes").glob("*"))]
     return [(what, folder) for what, folder in found if state_dir(folder).is_dir()]
 
 

@@ -81,9 +81,11 @@ def test_the_vm_folders_of_a_project_are_laid_out_in_one_place(tmp_path):
     assert worker == tmp_path / ".harness" / "workers" / "gw1"
     assert vm_project_dir(tmp_path, "gw1", "debian-12-debug") == \
         worker / ".harness" / "boxes" / "debian-12-debug"
-    for folder in (worker, vm_project_dir(tmp_path, box="debian-12-k6.12")):
+    workers_box = vm_project_dir(tmp_path, "gw1", "debian-11")  # a matrix run's, with -n 2
+    for folder in (worker, vm_project_dir(tmp_path, box="debian-12-k6.12"), workers_box):
         (folder / ".harness").mkdir(parents=True)
     (tmp_path / ".harness" / "workers" / "gw2").mkdir()  # no VM in it
     assert other_vm_project_dirs(tmp_path) == [
         ("grading/xdist worker gw1", worker),
-        ("box debian-12-k6.12", tmp_path / ".harness" / "boxes" / "debian-12-k6.12")]
+        ("box debian-12-k6.12", tmp_path / ".harness" / "boxes" / "debian-12-k6.12"),
+        ("box debian-11", workers_box)]
