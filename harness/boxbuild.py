@@ -567,8 +567,13 @@ def boot_volume_prefix(box: Box) -> str:
 def remove_volumes(prefix: str, pool: str = POOL) -> list[str]:
     """Delete the volumes of libvirt's pool whose names start with ``prefix``."""
     listed = run(["virsh", "-c", "qemu:///system", "vol-list", pool], check=False)
+    return _delete_listed(listed.stdout, prefix, pool) if listed.returncode == 0 else []
+
+
+def _delete_listed(listing: str, prefix: str, pool: str) -> list[str]:
+    """Delete the volumes of a ``virsh vol-list`` listing whose names start with ``prefix``."""
     removed = []
-    for line in listed.stdout.splitlines()[2:] if listed.returncode == 0 else []:
+    for line in listing.splitlines()[2:]:
         words = line.split()
         if words and words[0].startswith(prefix):
             run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", pool, words[0]],
@@ -595,15 +600,7 @@ def remove_pool_volumes(vagrant_box: str, pool: str = "default") -> list[str]:
               "libvirtd (harness doctor --fix) and rebuild with --force to remove it",
               file=sys.stderr)
         return []
-    listing = listed.stdout
-    removed = []
-    for line in listing.splitlines()[2:]:
-        words = line.split()
-        if words and words[0].startswith(prefix):
-            run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", pool, words[0]],
-                check=False)
-            removed.append(words[0])
-    return removed
+    return _delete_listed(listed.stdout, prefix, pool)
 
 
 def box_kernel(box: Box) -> BuiltKernel | None:
