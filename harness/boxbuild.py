@@ -176,6 +176,33 @@ def _same_archives_for(suite: str, sources: list[AptSource]) -> list[str]:
     return lines
 
 
+# What apt says when a recipe asks for something its suite does not have, and what to tell.
+MMDEBSTRAP_FAILURES = (
+    (re.compile(r"Unable to locate package (\S+)"),
+     "package {0} is not in suite {suite} (at the archive used): take it out of the recipe's "
+     "packages or name the one {suite} has"),
+    (re.compile(r"Package '?([^' ]+)'? has no installation candidate"),
+     "package {0} has no installable version in suite {suite}: take it out of the recipe or "
+     "name its replacement"),
+    (re.compile(r"repository '([^']+)' does not have a Release file"),
+     "the archive has no suite {suite} ({0}): fix the recipe's suite, or pass --mirror URL "
+     "of an archive that has it"),
+    (re.compile(r"Release file for (\S+) is expired"),
+     "{0} is expired (a mirror that has not synced lately): add "
+     "apt_options: ['Acquire::Check-Valid-Until \"false\"'] to the recipe, or use another mirror"),
+)
+
+
+def mmdebstrap_failure(box: str, suite: str, err: HostCommandError) -> str:
+    """The reason a box's root filesystem could not be made, in the recipe's terms."""
+    for pattern, text in MMDEBSTRAP_FAILURES:
+        found = pattern.search(err.output)
+        if found:
+            return f"box {box} cannot be built here: " + text.format(*found.groups(),
+                                                                      suite=suite)
+    return f"box {box} cannot be built here: {err}"
+
+
 def vagrant_public_key() -> str:
     candidates = sorted(
         glob.glob("/usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub"))
@@ -289,15 +316,22 @@ class BoxBuild:
             "from the host's apt sources" if not self.mirror else f"from {self.mirror}"
             " (a few minutes)"
         )
+        try:
+            self._mmdebstrap(hooks, lines)
+        except HostCommandError as err:
+            raise BoxBuildError(mmdebstrap_failure(self.box.name, self.recipe.suite, err)) \
+                from err
+        self.clock.step("configuring the guest for Vagrant")
+        self._configure_rootfs()
+        (self.rootfs / ROOTFS_COMPLETE).write_text(self.digest + "\n")
+
+    def _mmdebstrap(self, hooks: list[str], lines: list[str]) -> None:
         run_streaming(
             ["mmdebstrap", "--variant=minbase",
              "--include=" + ",".join(self.recipe.packages), *hooks,
              *(f"--aptopt={option}" for option in self.recipe.apt_options),
              self.recipe.suite, str(self.rootfs), *lines],
         )
-        self.clock.step("configuring the guest for Vagrant")
-        self._configure_rootfs()
-        (self.rootfs / ROOTFS_COMPLETE).write_text(self.digest + "\n")
 
     def _configure_rootfs(self) -> None:
         root = self.rootfs

@@ -3,6 +3,8 @@
 import io
 from pathlib import Path
 
+import pytest
+
 from harness.boxbuild import mirror_lines, parse_apt_sources
 from harness.hostexec import Stopwatch
 
@@ -153,3 +155,21 @@ def test_a_kernel_with_its_root_disk_drivers_built_in_boots_without_an_initramfs
     config.write_text("CONFIG_VIRTIO_PCI=y\nCONFIG_VIRTIO_BLK=m\nCONFIG_EXT4_FS=m\n")  # Debian's
     assert not mounts_root_itself(tmp_path, "/boot/vmlinuz-6.1.192-harness-debug")
     assert not mounts_root_itself(tmp_path, "/boot/vmlinuz-other")
+
+
+@pytest.mark.parametrize(("output", "says"), [
+    ("E: Unable to locate package isc-dhcp-client\nE: setup failed",
+     "package isc-dhcp-client is not in suite sid"),
+    ("E: Package 'gdb' has no installation candidate", "package gdb has no installable version"),
+    ("E: The repository 'http://m.example/debian sid Release' does not have a Release file.",
+     "the archive has no suite sid (http://m.example/debian sid Release)"),
+    ("E: Release file for http://m.example/debian/dists/sid/InRelease is expired (invalid "
+     "since 29d)", "Check-Valid-Until"),
+    ("E: something else entirely", "exited 25"),
+])
+def test_a_box_that_cannot_be_built_says_what_its_recipe_lacks(output, says):
+    from harness.boxbuild import mmdebstrap_failure
+    from harness.hostexec import HostCommandError
+
+    text = mmdebstrap_failure("debian-sid", "sid", HostCommandError(["mmdebstrap"], 25, output))
+    assert text.startswith("box debian-sid cannot be built here: ") and says in text
