@@ -111,7 +111,6 @@ def test_another_suite_comes_from_the_hosts_debian_archives_and_third_parties_ar
 
 
 def test_a_host_without_a_debian_archive_says_to_pass_a_mirror(tmp_path):
-    import pytest
 
     from harness.boxbuild import BoxBuildError
 
