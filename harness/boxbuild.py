@@ -35,6 +35,10 @@ from harness.paths import box_cache_dir
 
 BUILDER_VERSION = "6"  # 6: quick boot (systemd-networkd, a small initramfs, quiet units masked)
 ROOTFS_COMPLETE = ".harness-complete"  # written last into a finished root filesystem
+# Quick logins for tests: no PAM session modules (harness.cleanstate sets them on a box that
+# lacks them; the harness's own boxes have them from the start).
+QUICK_LOGIN_FILE = "/etc/ssh/sshd_config.d/00-harness-quick-login.conf"
+QUICK_LOGIN_CONFIG = "# harness: logins for tests, without PAM session modules\nUsePAM no\n"
 BOOT_RECORD = ".harness-boot.json"  # in the root filesystem: its image's kernel, initrd, cmdline
 # The serial console only: the kernel drawing its log on an emulated VGA text console too cost
 # boot time under TCG, and the harness's VMs have no display.
@@ -366,8 +370,7 @@ class BoxBuild:
               "UseDNS no\nPermitRootLogin prohibit-password\n")
         # Quick logins for tests (harness.cleanstate.quicken_logins would otherwise set them
         # and restart sshd at every first boot): no PAM session modules, no re-exec per login.
-        write("etc/ssh/sshd_config.d/00-harness-quick-login.conf",
-              "# harness: logins for tests, without PAM session modules\nUsePAM no\n")
+        write(QUICK_LOGIN_FILE.lstrip("/"), QUICK_LOGIN_CONFIG)
         write("etc/sudoers.d/vagrant", "vagrant ALL=(ALL) NOPASSWD: ALL\n", 0o440)
         chroot("useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo", "vagrant")
         run(["chroot", str(root), "chpasswd"], input_text="vagrant:vagrant\n")
@@ -497,7 +500,6 @@ class BoxBuild:
                                           "digest": self.digest,
                                           "kernel": rootfs_kernel_release(self.rootfs)}))
 
-
     def _upload_boot_files(self) -> None:
         """The kernel and initrd as volumes of libvirt's pool, beside the box's disk, for a
         direct kernel boot: QEMU runs as libvirt's user and cannot read them in the build
@@ -552,12 +554,16 @@ ROOT_DISK_BUILT_IN = ("CONFIG_VIRTIO_PCI=y", "CONFIG_VIRTIO_BLK=y", "CONFIG_EXT4
 def mounts_root_itself(rootfs: Path, kernel: str) -> bool:
     """Whether the kernel at ``kernel`` (a path in ``rootfs``) has the root disk's drivers
     built in (the harness's own debug kernel does; Debian's have them as modules)."""
+    config = kernel_config(rootfs, kernel)
+    return all(option in config for option in ROOT_DISK_BUILT_IN)
+
+
+def kernel_config(rootfs: Path, kernel: str | Path) -> set[str]:
+    """The lines of the config the kernel ``kernel`` (``vmlinuz-RELEASE`` in ``rootfs``) was
+    built with; empty when its config is not there."""
     release = Path(kernel).name.removeprefix("vmlinuz-")
     config = rootfs / "boot" / f"config-{release}"
-    if not config.is_file():
-        return False
-    lines = set(config.read_text(errors="replace").splitlines())
-    return all(option in lines for option in ROOT_DISK_BUILT_IN)
+    return set(config.read_text(errors="replace").splitlines()) if config.is_file() else set()
 
 
 def pvh_kernel(bzimage: Path, rootfs: Path) -> bytes | None:
@@ -569,9 +575,7 @@ def pvh_kernel(bzimage: Path, rootfs: Path) -> bytes | None:
     import lzma
     import zlib
 
-    release = bzimage.name.removeprefix("vmlinuz-")
-    config = rootfs / "boot" / f"config-{release}"
-    if not config.is_file() or "CONFIG_PVH=y" not in config.read_text(errors="replace"):
+    if "CONFIG_PVH=y" not in kernel_config(rootfs, bzimage):
         return None
     data = bzimage.read_bytes()
     for magic, kind in KERNEL_PAYLOADS:
@@ -662,23 +666,25 @@ def rootfs_kernel_release(rootfs: Path) -> str | None:
     return releases[-1] if releases else None
 
 
+def built_rootfs(box: Box) -> Path | None:
+    """``box``'s root filesystem when a build finished it on this machine, else None."""
+    rootfs = box_rootfs(box)
+    return rootfs if rootfs is not None and (rootfs / ROOTFS_COMPLETE).is_file() else None
+
+
 def box_kernel_release(box: Box) -> str | None:
     """The kernel release of ``box``'s last build on this machine (None: not built here)."""
-    rootfs = box_rootfs(box)
-    if rootfs is None or not (rootfs / ROOTFS_COMPLETE).is_file():
-        return None
-    return rootfs_kernel_release(rootfs)
+    rootfs = built_rootfs(box)
+    return rootfs_kernel_release(rootfs) if rootfs is not None else None
 
 
 def box_direct_boot(box: Box) -> DirectBoot | None:
     """How libvirt boots ``box``'s kernel without its bootloader: the kernel and initrd of its
     image (copies in libvirt's pool) and the command line its bootloader would give. None when
     the box was not built here, or its copies are not in the pool."""
-    rootfs = box_rootfs(box)
-    if rootfs is None or not (rootfs / ROOTFS_COMPLETE).is_file():
-        return None
-    recorded = rootfs / BOOT_RECORD
-    if not recorded.is_file():
+    rootfs = built_rootfs(box)
+    recorded = rootfs / BOOT_RECORD if rootfs is not None else None
+    if recorded is None or not recorded.is_file():
         return None
     record = json.loads(recorded.read_text())
     if "kernel_volume" not in record:

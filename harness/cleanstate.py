@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness import kmem
-from harness.boxbuild import BUILDER_VERSION
+from harness.boxbuild import BUILDER_VERSION, QUICK_LOGIN_CONFIG, QUICK_LOGIN_FILE
 from harness.errors import VMError
 
 if TYPE_CHECKING:
@@ -27,12 +27,11 @@ if TYPE_CHECKING:
 # each revert, and under emulation PAM's session modules (logind, motd) and sshd's re-exec of
 # itself for each connection make one take 1-2 s instead of about 0.5. The drop-in sorts before
 # the distribution's (the first value sshd reads wins); -r is kept only if this sshd takes it.
-QUICK_LOGIN_FILE = "/etc/ssh/sshd_config.d/00-harness-quick-login.conf"
 QUICK_LOGIN_SCRIPT = (
     # A box built with them already (harness.boxbuild) has nothing to do: no sshd restart.
     f"grep -qx 'UsePAM no' {QUICK_LOGIN_FILE} 2>/dev/null && "
     "grep -qx 'SSHD_OPTS=-r' /etc/default/ssh 2>/dev/null && echo already && exit 0; "
-    "printf '# harness: logins for tests, without PAM session modules\\nUsePAM no\\n' > "
+    "printf '" + QUICK_LOGIN_CONFIG.replace("\n", "\\n") + "' > "
     f"{QUICK_LOGIN_FILE} && "
     "if sshd -t -r 2>/dev/null && [ -f /etc/default/ssh ]; then "
     "sed -i 's/^SSHD_OPTS=.*/SSHD_OPTS=-r/' /etc/default/ssh; fi && "

@@ -18,12 +18,16 @@ def _catalogue(args: argparse.Namespace):
     return load_catalogue(Path(args.boxes) if args.boxes else None, project_dir=Path.cwd())
 
 
+def _named_boxes(args: argparse.Namespace):
+    """The boxes ``args.names`` names (boxes or matrices), else the default box."""
+    catalogue = _catalogue(args)
+    return catalogue.matrix(",".join(args.names)) if args.names else [catalogue.get(None)]
+
+
 def cmd_box_build(args: argparse.Namespace) -> int:
     from harness.boxbuild import BoxBuild
 
-    catalogue = _catalogue(args)
-    boxes = catalogue.matrix(",".join(args.names)) if args.names else [catalogue.get(None)]
-    for box in boxes:
+    for box in _named_boxes(args):
         BoxBuild(box, mirror=args.mirror).build(force=args.force, rootfs_only=args.rootfs_only)
     return 0
 
@@ -47,18 +51,18 @@ def cmd_build(args: argparse.Namespace) -> int:
         first = result.first_diagnostic or ""
         print(f"{result.box.name:{width}}  {result.kernel or '-':{kernel_width}}  "
               f"{result.outcome:12}  {result.seconds:5.1f} s  {first}".rstrip())
-    written = lane_grid(module_dir, results).write(Path(args.out))
-    failed = [r for r in results if r.outcome != "passed"]
-    print(f"{len(results) - len(failed)} of {len(results)} boxes built {module_dir.name}; "
+    grid = lane_grid(module_dir, results)
+    written = grid.write(Path(args.out))
+    built = sum(r.outcome == "passed" for r in results)
+    print(f"{built} of {len(results)} boxes built {module_dir.name}; "
           f"grid: {written['html']}, {written['json']}")
-    return 1 if failed else 0
+    return 1 if grid.failed else 0
 
 
 def cmd_box_digest(args: argparse.Namespace) -> int:
     from harness.boxbuild import BUILDER_VERSION
 
-    catalogue = _catalogue(args)
-    boxes = catalogue.matrix(",".join(args.names)) if args.names else [catalogue.get(None)]
+    boxes = _named_boxes(args)
     # Cloud boxes have no recipe: their name is what identifies them. Several boxes (or a
     # matrix): one key for all of them.
     print("-".join(box.recipe.digest(BUILDER_VERSION) if box.recipe

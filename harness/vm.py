@@ -53,8 +53,8 @@ class VMSettings:
     # (a libvirt network filter on its NIC; see isolation_filter_xml).
     isolate_network: bool = False
     # A box the harness built boots its kernel directly (libvirt's kernel/initrd/cmdline, the
-    # files from the box's kept root filesystem): no bootloader, no BIOS disk reads. None:
-    # the box's own bootloader (a cloud box, a remote libvirt host, a root filesystem gone).
+    # box build's copies in libvirt's pool): no bootloader, no BIOS disk reads. None: the
+    # box's own bootloader (a cloud box, a remote libvirt host, copies not in the pool).
     direct_boot: DirectBoot | None = None
 
     @property
