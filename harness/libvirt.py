@@ -149,7 +149,7 @@ class LibvirtDomain:
         for name, xml in networks.items():
             if name not in defined:
                 say(f"libvirt network {name!r} is gone; defining it again as it was")
-                self._with_xml_file(xml, lambda path: self.virsh("net-define", path))
+                with_xml_file(xml, lambda path: self.virsh("net-define", path))
             if name not in active:
                 self.virsh("net-start", name)
 
@@ -167,7 +167,7 @@ class LibvirtDomain:
                 interface.remove(current)
             if filter_name:
                 ET.SubElement(interface, "filterref", filter=filter_name)
-            self._with_xml_file(ET.tostring(interface, encoding="unicode"),
+            with_xml_file(ET.tostring(interface, encoding="unicode"),
                                 lambda path: self.virsh("update-device", domain, path, "--live"))
             device = interface.find("target")
             changed.append(device.get("dev", "?") if device is not None else "its interface")
@@ -182,12 +182,13 @@ class LibvirtDomain:
             ET.SubElement(wanted, "uuid").text = existing.findtext("uuid")
         except HostCommandError:
             pass  # not defined yet
-        self._with_xml_file(ET.tostring(wanted, encoding="unicode"),
+        with_xml_file(ET.tostring(wanted, encoding="unicode"),
                             lambda path: self.virsh("nwfilter-define", path))
 
-    @staticmethod
-    def _with_xml_file(xml: str, use: Callable[[str], object]) -> None:
-        with tempfile.NamedTemporaryFile("w", suffix=".xml") as spec:
-            spec.write(xml)
-            spec.flush()
-            use(spec.name)
+
+def with_xml_file(xml: str, use: Callable[[str], object]) -> None:
+    """Hand ``use`` the path of a temporary file holding ``xml`` (virsh's define verbs)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".xml") as spec:
+        spec.write(xml)
+        spec.flush()
+        use(spec.name)

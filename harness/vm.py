@@ -27,7 +27,13 @@ from harness.console import (
     SerialPanicWatch,
     archive,
 )
-from harness.errors import CommandFailed, GuestUnreachable, VMError
+from harness.errors import CommandFailed, GuestUnreachable, HostError, VMError
+from harness.guestnet import (
+    ManagementNetwork,
+    apply_isolation,
+    ensure_management_network,
+    existing_management_network,
+)
 from harness.hostexec import HostCommandError
 from harness.libvirt import LIBVIRT_URI, LibvirtDomain
 from harness.paths import state_dir
@@ -35,8 +41,6 @@ from harness.transport import SSHTarget, SSHTransport
 from harness.vagrant_machine import VagrantMachine, domain_prefix
 from harness.vmoptions import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
 
-ISOLATION_FILTER_FILE = Path(__file__).parent / "data" / "guest-isolation.nwfilter.xml"
-ISOLATION_FILTER = "harness-guest-isolation"
 CLEAN_SNAPSHOT = "harness-clean"
 @dataclass
 class VMSettings:
@@ -59,9 +63,11 @@ class VMSettings:
 
     @property
     def guest_os(self) -> str:
-        """Vagrant's guest type for a box the harness built (it then skips probing the guest
-        OS over SSH after boot: about 10 s under emulation); empty: let Vagrant probe."""
-        return "debian" if self.box.is_local else ""
+        """Vagrant's guest type for a box the harness built: the Vagrantfile's own "harness"
+        type (Debian, with no guest capabilities: Vagrant neither probes the guest OS over SSH
+        after boot, about 10 s under emulation, nor edits its fstab); empty: let Vagrant
+        probe."""
+        return "harness" if self.box.is_local else ""
 
     @property
     def libvirt_uri(self) -> str:
@@ -81,6 +87,7 @@ class VM:
     log: object = field(default=None, repr=False)  # a text stream for progress lines
     _transport: SSHTransport | None = field(default=None, init=False, repr=False)
     _host_transport: SSHTransport | None = field(default=None, init=False, repr=False)
+    _network: ManagementNetwork | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.project_dir = self.project_dir.resolve()
@@ -116,7 +123,19 @@ class VM:
             "HARNESS_KERNEL": str(s.direct_boot.kernel) if s.direct_boot else "",
             "HARNESS_INITRD": str(s.direct_boot.initrd or "") if s.direct_boot else "",
             "HARNESS_CMDLINE": s.direct_boot.cmdline if s.direct_boot else "",
+            **self._network_settings(),
         }
+
+    def _network_settings(self) -> dict[str, str]:
+        """The harness's own management network on this machine (quick leases; see
+        :mod:`harness.guestnet`), made by :meth:`up`; other vagrant calls (destroy) name it
+        when it is there. A remote libvirt host keeps vagrant-libvirt's own network."""
+        if self.settings.libvirt_host:
+            return {}
+        network = self._network or existing_management_network(self.domain.virsh)
+        if network is None:
+            return {}
+        return {"HARNESS_NETWORK": network.name, "HARNESS_NETWORK_ADDRESS": network.address}
 
     def say(self, text: str) -> None:
         print(f"harness: {text}", file=self.log, flush=True)
@@ -143,6 +162,11 @@ class VM:
         self.say(f"starting VM {self.settings.box.vagrant_box} (driver {self.settings.driver}, "
                  f"{self.settings.memory} MiB, {self.settings.cpus} CPUs); "
                  f"console log {self.console.location}")
+        if not self.settings.libvirt_host:
+            try:
+                self._network = ensure_management_network(self.domain.virsh, self.say)
+            except HostError as err:
+                self.say(f"the guest goes on vagrant-libvirt's own network ({err})")
         self.vagrant.up()
         self.say(f"VM up in {time.monotonic() - started:.0f} s")
         self._surroundings_file.unlink(missing_ok=True)  # a new boot: no clean snapshot yet
@@ -265,16 +289,9 @@ class VM:
 
     # -- network policy ---------------------------------------------------------------------------
     def apply_network_policy(self) -> bool:
-        """Put the isolation filter on the guest's network interfaces, or take it off, as
-        ``settings.isolate_network`` says (a live change: the next revert may undo it, so each
-        revert calls this again). Returns whether the guest is isolated now."""
-        wanted = ISOLATION_FILTER if self.settings.isolate_network else None
-        if wanted:
-            self.domain.define_filter(ISOLATION_FILTER_FILE, ISOLATION_FILTER)
-        for name in self.domain.set_interface_filter(wanted):
-            self.say(f"guest network on {name}: "
-                     + ("isolated (it answers SSH, nothing else)" if wanted else "open"))
-        return wanted is not None
+        """The isolation filter on or off, as ``settings.isolate_network`` says (again after
+        each revert: the snapshot's XML may say otherwise)."""
+        return apply_isolation(self.domain, self.settings.isolate_network, self.say)
 
     # -- serial console -------------------------------------------------------------------------
     def _libvirt_host(self) -> SSHTransport:

@@ -175,10 +175,28 @@ def test_a_box_the_harness_built_boots_its_kernel_directly_without_display_or_ni
         "/pool/k", "/pool/i", "root=LABEL=root console=ttyS0")
     assert provider["graphics_type"] == "none" and provider["video_type"] == "none"
     assert provider["qemuargs"] == [{"value": "virtio-net-pci.romfile="}]  # the last call
-    assert config["vm"]["guest"] == "debian"  # Vagrant skips probing the guest's OS
+    assert provider["usb_controller"] == [{"model": "none"}]
+    assert config["vm"]["guest"] == "harness"  # Vagrant skips probing the guest's OS
     plain = vagrantfile_config(only_harness(vm_env(tmp_path)), tmp_path)["vm"]
     assert "kernel" not in plain["provider(libvirt)"]
     assert "graphics_type" not in plain["provider(libvirt)"]
+
+
+def test_the_harness_network_is_vagrant_libvirts_management_network(tmp_path):
+    env = {**only_harness(vm_env(tmp_path)), "HARNESS_NETWORK": "harness",
+           "HARNESS_NETWORK_ADDRESS": "192.168.124.0/24"}
+    provider = vagrantfile_config(env, tmp_path)["vm"]["provider(libvirt)"]
+    assert provider["management_network_name"] == "harness"
+    assert provider["management_network_address"] == "192.168.124.0/24"
+    assert provider["management_network_keep"] is True  # it outlives the last VM on it
+    without = {k: v for k, v in env.items() if not k.startswith("HARNESS_NETWORK")}
+    assert "management_network_name" not in vagrantfile_config(
+        without, tmp_path)["vm"]["provider(libvirt)"]
+
+
+def test_a_remote_host_keeps_vagrant_libvirts_own_network(tmp_path):
+    env = only_harness(vm_env(tmp_path, libvirt_host="kvm1.example"))
+    assert "HARNESS_NETWORK" not in env
 
 
 def test_a_cloud_box_keeps_its_own_boot_and_vagrants_guest_detection(tmp_path):

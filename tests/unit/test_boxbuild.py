@@ -172,3 +172,36 @@ def test_a_box_that_cannot_be_built_says_what_its_recipe_lacks(output, says):
 
     text = mmdebstrap_failure("debian-sid", "sid", HostCommandError(["mmdebstrap"], 25, output))
     assert text.startswith("box debian-sid cannot be built here: ") and says in text
+
+
+DEBIAN_SSH_UNIT = """[Unit]
+Description=OpenBSD Secure Shell server
+Documentation=man:sshd(8) man:sshd_config(5)
+After=network.target auditd.service
+ConditionPathExists=!/etc/ssh/sshd_not_to_be_run
+
+[Service]
+EnvironmentFile=-/etc/default/ssh
+ExecStartPre=/usr/sbin/sshd -t
+ExecStart=/usr/sbin/sshd -D $SSHD_OPTS
+ExecReload=/usr/sbin/sshd -t
+ExecReload=/bin/kill -HUP $MAINPID
+Type=notify
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def test_sshd_starts_before_sysinit_without_its_config_check():
+    from harness.boxbuild import quick_ssh_unit
+
+    unit = quick_ssh_unit(DEBIAN_SSH_UNIT)
+    assert "ExecStartPre" not in unit
+    assert "ExecReload=/usr/sbin/sshd -t" in unit  # a reload still checks first
+    assert "network.target" not in unit
+    lines = unit.splitlines()
+    assert lines[:2] == ["[Unit]", "DefaultDependencies=no"]
+    after = [line for line in lines if line.startswith("After=")]
+    assert "systemd-remount-fs.service" in after[0] and "auditd.service" in after[1]
+    assert "Conflicts=shutdown.target" in lines  # still stopped at shutdown

@@ -24,7 +24,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     0: ("", "errors", "schema", "paths", "untrusted", "oops", "oops.demangle", "oops.logtext",
         "oops.patterns", "oops.title", "oops.detect", "oops.symbolize", "oops.corpus",
         "grade.roster", "vmoptions", "nightly", "nightly.known", "matrix"),  # text in, data out
-    1: ("hostexec", "kernelbuild", "boxes", "boxbuild", "accel", "libvirt", "coverage",
+    1: ("hostexec", "kernelbuild", "boxes", "boxbuild", "accel", "libvirt", "guestnet", "coverage",
         "nightly.history", "nightly.dashboard"),  # host
     2: ("transport", "console", "taint", "sync", "hostbuild", "build", "kmsg", "kmem",
         "leaks", "guest", "kmod", "buildlane"),  # a guest, through a transport
