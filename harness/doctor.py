@@ -7,6 +7,7 @@ same report when no VM can be had, so users see one explanation everywhere.
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import time
@@ -17,9 +18,15 @@ from pathlib import Path
 from harness import accel
 from harness.boxbuild import box_rootfs
 from harness.boxes import Box
+from harness.errors import HarnessError
+from harness.guestnet import (
+    MANAGEMENT_NETWORK,
+    ensure_management_network,
+    existing_management_network,
+)
 from harness.hostbuild import NO_ROOTFS, RootfsBuilder
 from harness.hostexec import HostCommandError, run
-from harness.libvirt import LIBVIRT_URI
+from harness.libvirt import LIBVIRT_URI, virsh
 
 APT_INSTALL = "apt-get install -y --no-install-recommends"
 POOL_PATH = "/var/lib/libvirt/images"
@@ -115,22 +122,23 @@ def check_libvirtd(fix: bool) -> Check:
 
 
 def check_network(fix: bool) -> Check:
+    """The harness's own management network (harness.guestnet): made by the first VM's start,
+    or here with --fix."""
     if shutil.which("dnsmasq") is None:
         return Check("network", "fail", "dnsmasq is missing (needed for the VM's DHCP)",
                      f"{APT_INSTALL} dnsmasq-base")
-    info = _virsh("net-info", "default")
-    if info.returncode != 0:
-        return Check("network", "warn", "libvirt has no 'default' network; vagrant-libvirt "
-                     "creates its own management network, so this is fine")
-    if "Active:         yes" not in info.stdout and fix:
-        _virsh("net-start", "default")
-        _virsh("net-autostart", "default")
-        info = _virsh("net-info", "default")
-    if "Active:         yes" not in info.stdout:
-        return Check("network", "warn", "libvirt's 'default' network is inactive "
-                     "(vagrant-libvirt uses its own management network)",
-                     "virsh net-start default")
-    return Check("network", "ok", "libvirt network 'default' active; dnsmasq present")
+    quiet = functools.partial(virsh, LIBVIRT_URI)
+    try:
+        network = (ensure_management_network(quiet, lambda _text: None) if fix
+                   else existing_management_network(quiet))
+    except HarnessError as err:
+        return Check("network", "warn", f"the harness's libvirt network: {err} (VMs then use "
+                     "vagrant-libvirt's own, with 3 s slower DHCP leases)")
+    if network is None:
+        return Check("network", "ok", f"libvirt network {MANAGEMENT_NETWORK!r} is made when "
+                     "the first VM starts; dnsmasq present")
+    return Check("network", "ok", f"libvirt network {network.name!r} ({network.address}): "
+                 "DHCP leases without dnsmasq's ping; dnsmasq present")
 
 
 def check_pool(fix: bool) -> Check:

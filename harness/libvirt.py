@@ -23,6 +23,11 @@ LIBVIRT_URI = "qemu:///system"
 IN_PLACE_STATES = ("running", "paused")
 
 
+def virsh(uri: str, *args: str, timeout: float = 120.0) -> str:
+    """``virsh -c URI ARGS...``'s output; a failure raises HostCommandError."""
+    return run(["virsh", "-c", uri, *args], timeout=timeout).stdout
+
+
 @dataclass
 class LibvirtDomain:
     """The domain whose UUID vagrant-libvirt wrote to ``id_file`` (absent until it exists)."""
@@ -35,7 +40,7 @@ class LibvirtDomain:
         return self.id_file.read_text().strip() if self.id_file.is_file() else None
 
     def virsh(self, *args: str, timeout: float = 120.0) -> str:
-        return run(["virsh", "-c", self.uri, *args], timeout=timeout).stdout
+        return virsh(self.uri, *args, timeout=timeout)
 
     def require(self) -> str:
         domain = self.id
