@@ -15,15 +15,11 @@ from typing import Any
 
 import yaml
 
-from harness.errors import ConfigurationError
+from harness.errors import CatalogueError
 from harness.kernelbuild import KernelRecipe
 from harness.schema import Schema, check_keys
 
 PACKAGED_CATALOGUE = Path(__file__).parent / "data" / "boxes.yaml"
-
-
-class CatalogueError(ConfigurationError, ValueError):
-    """boxes.yaml is missing, unreadable or does not follow the schema."""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from harness.hostbuild import (
 )
 from harness.transport import Transport
 from harness.untrusted import capped_list, one_line
+from harness.vmoptions import BUILD_MODES
 
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -188,7 +189,6 @@ def build_key(tree_digest: str, kernel_release: str, extra_cflags: str, build_fo
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
-BUILD_MODES = ("auto", "host", "guest")
 IN_GUEST = "guest"
 ON_HOST = "host"
 PLACE_WORDS = {IN_GUEST: "in the guest",

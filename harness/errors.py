@@ -29,6 +29,10 @@ class ConfigurationError(HarnessError):
     """What the user asked for cannot be done as asked; the message says what to change."""
 
 
+class CatalogueError(ConfigurationError, ValueError):
+    """boxes.yaml is missing, unreadable or does not follow the schema."""
+
+
 class HostError(HarnessError):
     """A command on this machine (vagrant, virsh, the box builder) failed."""
 

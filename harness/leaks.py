@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Protocol
 from harness.errors import ConfigurationError
 from harness.kmem import SETTLE_S, Allocation, KmemLedger, LedgerError, ModuleSpan
 from harness.oops.detect import Frame, Report
+from harness.vmoptions import LEAK_CHECK_MODES
 
 if TYPE_CHECKING:
     from harness.transport import CommandResult, Transport
 
 KMEMLEAK = "/sys/kernel/debug/kmemleak"
 KMEMLEAK_MIN_AGE_S = 5.0  # kmemleak's MSECS_MIN_AGE: younger objects are never reported
-LEAK_CHECK_MODES = ("auto", "kmemleak", "ledger", "off")
 
 _UNREFERENCED = re.compile(r"^unreferenced object (?P<ptr>0x[0-9a-f]+) \(size (?P<size>\d+)\):")
 _BACKTRACE_FRAME = re.compile(r"^\s+\[<[0-9a-f]+>\] (?P<site>\S+(?: \[[\w-]+\])?)\s*$")

@@ -17,6 +17,10 @@ from typing import Any
 DEFAULT_MEMORY_MIB = 2048
 DEFAULT_CPUS = 2
 DRIVERS = ("auto", "kvm", "qemu")
+# Where a module is built (harness.build) and how leaks are checked (harness.leaks): declared
+# here, with the other choices, so the command line's parser needs neither module.
+BUILD_MODES = ("auto", "host", "guest")
+LEAK_CHECK_MODES = ("auto", "kmemleak", "ledger", "off")
 
 
 def _env(name: str) -> str | None:

@@ -19,6 +19,8 @@ def test_oops_exit_codes_for_clean_and_unreadable_files(tmp_path, capsys):
     clean.write_text("[ 1.0] Hello World\n")
     assert main(["oops", str(clean)]) == 0
     assert "no crash report" in capsys.readouterr().out
+    assert main(["oops", "--json", str(clean)]) == 0
+    assert json.loads(capsys.readouterr().out) == []
     assert main(["oops", str(tmp_path / "missing.log")]) == 2
     assert "cannot read" in capsys.readouterr().err
 
