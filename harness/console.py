@@ -1,5 +1,5 @@
 """The guest's serial console, as the file QEMU writes it: read from an offset, its size, and
-panic detection from it.
+panic detection from it, and the archive of what it printed during each test.
 
 A panicked kernel stops answering SSH without closing it; what it printed last is only on the
 serial console. QEMU writes that file on the libvirt host: this machine
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from harness.transport import DeathWatch, SSHTransport
+from harness.transport import DeathWatch, SSHTarget, SSHTransport
 
 PANIC_MARKERS = ("Kernel panic - not syncing", "---[ end Kernel panic")
 
@@ -59,6 +59,20 @@ class RemoteSerialConsole:
     location: str
     host: Callable[[], SSHTransport]
 
+    @classmethod
+    def over_ssh(cls, location: str, host: str, user: str,
+                 key_file: str | None) -> RemoteSerialConsole:
+        """Read over SSH to the libvirt host (the user and key libvirt's own connection uses),
+        connected on first use."""
+        held: list[SSHTransport] = []
+
+        def connection() -> SSHTransport:
+            if not held:
+                held.append(SSHTransport(SSHTarget(host, 22, user, key_file or "")))
+            return held[0]
+
+        return cls(location, connection)
+
     def size(self) -> int:
         try:
             return self.host().sftp().stat(self.location).st_size or 0
@@ -92,6 +106,35 @@ def settle(console: SerialConsole, quiet_s: float = 1.0, limit_s: float = 5.0,
 def _read_from(log: IO[bytes], offset: int) -> str:
     log.seek(offset)
     return log.read().decode(errors="replace")
+
+
+@dataclass
+class SerialArchive:
+    """The console's text since the last boot or restore, copied aside under a name (a test id)
+    into ``folder`` before the next restore empties or continues the file."""
+
+    console: SerialConsole
+    folder: Path
+    since: int = 0  # where the console's text since the last boot or restore begins
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{_safe_name(name)}.log"
+
+    def save(self, name: str | None) -> Path | None:
+        """Copy what the console printed since the last restore (or boot) aside as
+        ``NAME.log``, when it printed anything."""
+        if not name:
+            return None
+        return archive(self.console, self.path(name), since=self.since)
+
+    def restart(self, continued: bool) -> None:
+        """A boot or restore happened: the text to keep starts at the file's end when QEMU's
+        process (and its file) continued, else at its start (a new process empties it)."""
+        self.since = self.console.size() if continued else 0
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:150]
 
 
 def archive(console: SerialConsole, target: Path, since: int = 0) -> Path | None:

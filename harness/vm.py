@@ -1,19 +1,18 @@
 """VM lifecycle on python-vagrant: up, connect, the clean snapshot, restore, halt, destroy.
 
 The VM is described by :class:`VMSettings` (box, libvirt driver, memory, cpus) and lives in a
-project's state folder (``.harness/``): the Vagrant folder, the serial console file the harness
-owns, and archived serial logs. The libvirt domain name is unique per checkout. What Vagrant
-has no verb for goes to the domain (:mod:`harness.libvirt`: internal qcow2 snapshots with
-memory, seconds instead of a reboot; network filters); the console is read through
-:mod:`harness.console`. A VM powered off with its clean snapshot kept resumes from it instead
-of booting. The libvirt host is this machine or a remote one reached over SSH
+project's state folder (``.harness/``). It puts together the parts each concern owns: the
+Vagrant machine (:mod:`harness.vagrant_machine`), the libvirt domain for what Vagrant has no
+verb for (:mod:`harness.libvirt`: internal qcow2 snapshots with memory, seconds instead of a
+reboot), the guests' network and its isolation (:mod:`harness.guestnet`), the serial console
+and its per-test archive (:mod:`harness.console`), and what the clean snapshot needs around it
+(:mod:`harness.surroundings`). A VM powered off with its clean snapshot kept resumes from it
+instead of booting. The libvirt host is this machine or a remote one reached over SSH
 (vagrant-libvirt's ``connect_via_ssh``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,9 +22,9 @@ from harness.boxes import Box, DirectBoot
 from harness.console import (
     LocalSerialConsole,
     RemoteSerialConsole,
+    SerialArchive,
     SerialConsole,
     SerialPanicWatch,
-    archive,
 )
 from harness.errors import CommandFailed, GuestUnreachable, HostError, VMError
 from harness.guestnet import (
@@ -37,6 +36,7 @@ from harness.guestnet import (
 from harness.hostexec import HostCommandError
 from harness.libvirt import LIBVIRT_URI, LibvirtDomain
 from harness.paths import state_dir
+from harness.surroundings import SURROUNDINGS_FILE, SnapshotSurroundings
 from harness.transport import SSHTarget, SSHTransport
 from harness.vagrant_machine import VagrantMachine, domain_prefix
 from harness.vmoptions import DEFAULT_CPUS, DEFAULT_MEMORY_MIB
@@ -86,7 +86,6 @@ class VM:
     project_dir: Path
     log: object = field(default=None, repr=False)  # a text stream for progress lines
     _transport: SSHTransport | None = field(default=None, init=False, repr=False)
-    _host_transport: SSHTransport | None = field(default=None, init=False, repr=False)
     _network: ManagementNetwork | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -94,15 +93,17 @@ class VM:
         self.state = state_dir(self.project_dir)
         self.state.mkdir(parents=True, exist_ok=True)
         self.serial_log = self.state / "serial.log"
-        self._serial_start = 0  # where the console's text since the last restore begins
         self.log = self.log or sys.stderr
         self.vagrant = VagrantMachine(self.project_dir, self.state, self._vagrant_settings,
                                       say=self.say, progress=self._progress)
         self.domain = LibvirtDomain(self.settings.libvirt_uri, self.vagrant.id_file)
+        st = self.settings
         self.console: SerialConsole = (
-            RemoteSerialConsole(f"/var/tmp/{domain_prefix(self.project_dir)}serial.log",
-                                self._libvirt_host)
-            if self.settings.libvirt_host else LocalSerialConsole(self.serial_log))
+            RemoteSerialConsole.over_ssh(f"/var/tmp/{domain_prefix(self.project_dir)}serial.log",
+                                         st.libvirt_host, st.libvirt_user, st.libvirt_ssh_key)
+            if st.libvirt_host else LocalSerialConsole(self.serial_log))
+        self.serial = SerialArchive(self.console, self.state / "serial")
+        self.surroundings = SnapshotSurroundings(self.state / SURROUNDINGS_FILE)
 
     def _vagrant_settings(self) -> dict[str, str]:
         """What the Vagrantfile reads: this VM's settings as HARNESS_* variables."""
@@ -158,7 +159,7 @@ class VM:
     def up(self) -> None:
         """Boot the VM (creating it on first use). Progress goes to the log stream."""
         started = time.monotonic()
-        self._serial_start = 0  # a new QEMU process starts the console file afresh
+        self.serial.restart(continued=False)  # a new QEMU process starts the file afresh
         self.say(f"starting VM {self.settings.box.vagrant_box} (driver {self.settings.driver}, "
                  f"{self.settings.memory} MiB, {self.settings.cpus} CPUs); "
                  f"console log {self.console.location}")
@@ -169,7 +170,7 @@ class VM:
                 self.say(f"the guest goes on vagrant-libvirt's own network ({err})")
         self.vagrant.up()
         self.say(f"VM up in {time.monotonic() - started:.0f} s")
-        self._surroundings_file.unlink(missing_ok=True)  # a new boot: no clean snapshot yet
+        self.surroundings.forget()  # a new boot: no clean snapshot yet
         self._retarget()
         self.apply_network_policy()
 
@@ -187,16 +188,16 @@ class VM:
         self.close()
         self.domain.delete_snapshots()
         self.vagrant.destroy()
-        self._surroundings_file.unlink(missing_ok=True)
+        self.surroundings.forget()
 
     # -- SSH ------------------------------------------------------------------------------------
     def ssh_target(self) -> SSHTarget:
         """The guest's SSH: the address recorded with the clean snapshot of the current boot
         when there is one (a resumed guest keeps its snapshot's address, while vagrant's, read
         from DHCP leases, may be gone or stale), else what vagrant says."""
-        saved = self._surroundings()["ssh"]
+        saved = self.surroundings.ssh_target()
         if saved is not None and self.domain.state() == "running":
-            return SSHTarget(**saved)
+            return saved
         return self.vagrant.ssh_target(self.settings.box.user)
 
     def _retarget(self) -> None:
@@ -238,24 +239,8 @@ class VM:
 
     def save_snapshot(self, name: str = CLEAN_SNAPSHOT) -> None:
         self.domain.save_snapshot(name, "clean booted state, taken by harness")
-        target = self._transport.target if self._transport is not None else None
-        self._surroundings_file.write_text(json.dumps(
-            {"networks": self.domain.attached_networks(),
-             "ssh": dataclasses.asdict(target) if target else None}))
-
-    # What a snapshot needs around it to be resumed: vagrant-libvirt removes its management
-    # network when another project destroys the last running VM on it, and the guest's DHCP
-    # lease goes with the network (vagrant then cannot say the guest's address until the guest
-    # renews it, up to half an hour later).
-    @property
-    def _surroundings_file(self) -> Path:
-        return self.state / "snapshot-surroundings.json"
-
-    def _surroundings(self) -> dict:
-        try:
-            return json.loads(self._surroundings_file.read_text())
-        except (FileNotFoundError, ValueError):
-            return {"networks": {}, "ssh": None}
+        self.surroundings.record(self.domain.attached_networks(),
+                                 self._transport.target if self._transport is not None else None)
 
     def restore_snapshot(self, name: str = CLEAN_SNAPSHOT, archive_as: str | None = None) -> float:
         """Revert to the snapshot; the serial log so far is archived first (libvirt truncates it).
@@ -267,13 +252,13 @@ class VM:
         self.close()
         self.archive_serial_log(archive_as)
         try:
-            self.domain.ensure_networks(self._surroundings()["networks"], self.say)
+            self.domain.ensure_networks(self.surroundings.networks(), self.say)
             how = self.domain.revert(name)
         except HostCommandError as err:
             raise VMError(f"reverting to snapshot {name!r} failed: {err}") from err
         # loadvm keeps the QEMU process and its console file; libvirt's revert starts a new
         # process, which empties the file.
-        self._serial_start = self.console.size() if how == "loadvm" else 0
+        self.serial.restart(continued=how == "loadvm")
         self._retarget()
         self.apply_network_policy()  # the snapshot's XML may say otherwise
         self.wait_for_ssh(timeout=90)
@@ -294,25 +279,11 @@ class VM:
         return apply_isolation(self.domain, self.settings.isolate_network, self.say)
 
     # -- serial console -------------------------------------------------------------------------
-    def _libvirt_host(self) -> SSHTransport:
-        """SSH to the remote libvirt host (same user and key as libvirt's connection)."""
-        if self._host_transport is None:
-            s = self.settings
-            self._host_transport = SSHTransport(SSHTarget(
-                s.libvirt_host or "", 22, s.libvirt_user, s.libvirt_ssh_key or ""))
-        return self._host_transport
-
     def serial_archive_path(self, name: str) -> Path:
         """Where the serial log archived under ``name`` (e.g. a test id) is kept."""
-        return self.state / "serial" / f"{_safe_name(name)}.log"
+        return self.serial.path(name)
 
     def archive_serial_log(self, name: str | None) -> Path | None:
         """Copy what the serial console printed since the last restore (or boot) aside under
         ``.harness/serial/NAME.log`` (when it has content)."""
-        if not name:
-            return None
-        return archive(self.console, self.serial_archive_path(name), since=self._serial_start)
-
-
-def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:150]
+        return self.serial.save(name)

@@ -24,10 +24,10 @@ LAYERS: dict[int, tuple[str, ...]] = {
     0: ("", "errors", "schema", "paths", "untrusted", "oops", "oops.demangle", "oops.logtext",
         "oops.patterns", "oops.title", "oops.detect", "oops.symbolize", "oops.corpus",
         "grade.roster", "vmoptions", "nightly", "nightly.known", "matrix"),  # text in, data out
-    1: ("hostexec", "kernelbuild", "boxes", "boxbuild", "accel", "libvirt", "guestnet", "coverage",
-        "nightly.history", "nightly.dashboard"),  # host
-    2: ("transport", "console", "taint", "sync", "hostbuild", "build", "kmsg", "kmem",
-        "leaks", "guest", "kmod", "buildlane"),  # a guest, through a transport
+    1: ("hostexec", "kernelbuild", "boxes", "boxbuild", "accel", "libvirt", "guestnet",
+        "coverage", "nightly.history", "nightly.dashboard"),  # host
+    2: ("transport", "console", "surroundings", "taint", "sync", "hostbuild", "build", "kmsg",
+        "kmem", "leaks", "guest", "kmod", "buildlane"),  # a guest, through a transport
     3: ("vagrant_machine", "vm", "cleanstate", "doctor", "session",
         "testrun"),  # a VM's lifecycle, a test's life
     4: ("plugin", "cli", "grade", "grade.spec", "grade.extract", "grade.report",

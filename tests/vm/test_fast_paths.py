@@ -77,7 +77,7 @@ def test_a_saved_vm_resumes_after_its_network_was_removed(harness_session, guest
     vm = harness_session.vm
     harness_session.restore_clean(archive_as="network-test")
     boot_id = guest.run("cat /proc/sys/kernel/random/boot_id", timeout=30).check().stdout
-    networks = list(vm._surroundings()["networks"])
+    networks = list(vm.surroundings.networks())
     assert networks, "the clean snapshot should have recorded its networks"
     vm.power_off()
     attached = [name for name in networks
