@@ -39,7 +39,12 @@ QUICK_LOGIN_SCRIPT = (
 )
 # What the clean snapshot holds besides the booted guest (save_clean_snapshot makes it); a
 # saved VM whose snapshot holds something else is replaced, not resumed.
-SNAPSHOT_CONTENTS = (f"kmem ledger {kmem.SET_UP_DIGEST} events enabled, recording off; "
+# The boot finished first: SSH answers before systemd is done (sshd starts early), and a
+# snapshot taken then would make every test after a revert share its CPUs with the rest of
+# the boot. "degraded" is finished too; a guest without systemd's verb just goes on.
+BOOT_FINISHED = "systemctl is-system-running --wait >/dev/null 2>&1; true"
+SNAPSHOT_CONTENTS = (f"boot finished; kmem ledger {kmem.SET_UP_DIGEST} events enabled, "
+                     "recording off; "
                      f"quick logins {hashlib.sha256(QUICK_LOGIN_SCRIPT.encode()).hexdigest()[:8]}")
 FINGERPRINT_FILE = "vm-settings.json"
 
@@ -82,9 +87,10 @@ def quicken_logins(vm: VM) -> None:
 
 
 def save_clean_snapshot(vm: VM) -> None:
-    """The clean snapshot, with what every test would otherwise set up again first
-    (:data:`SNAPSHOT_CONTENTS`): the kmem ledger's tracing instances, their events enabled,
-    and quicker SSH logins."""
+    """The clean snapshot of a finished boot, with what every test would otherwise set up
+    again first (:data:`SNAPSHOT_CONTENTS`): the kmem ledger's tracing instances, their events
+    enabled, and quicker SSH logins."""
+    vm.transport().run(BOOT_FINISHED, sudo=True, timeout=600)
     kmem.prepare_guest(vm.transport())
     quicken_logins(vm)
     vm.save_snapshot()

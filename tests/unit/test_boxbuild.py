@@ -205,3 +205,14 @@ def test_sshd_starts_before_sysinit_without_its_config_check():
     after = [line for line in lines if line.startswith("After=")]
     assert "systemd-remount-fs.service" in after[0] and "auditd.service" in after[1]
     assert "Conflicts=shutdown.target" in lines  # still stopped at shutdown
+
+
+def test_udev_processes_the_network_first_for_networkd():
+    from harness.boxbuild import INITRAMFS_MODULES, NET_FIRST
+
+    unit = NET_FIRST.splitlines()
+    assert "DefaultDependencies=no" in unit  # not after sysinit.target
+    assert "After=systemd-udevd.service" in unit
+    assert "Before=systemd-udev-trigger.service" in unit  # before every other device
+    assert "ExecStart=/bin/udevadm trigger --subsystem-match=net --action=add" in unit
+    assert "virtio_net" in INITRAMFS_MODULES  # eth0 exists when systemd starts

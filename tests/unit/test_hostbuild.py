@@ -210,7 +210,8 @@ class FakeVM:
         """Commands the session runs in the guest before its snapshot, recorded by script."""
         def run(script: str, **_: object) -> SimpleNamespace:
             what = ("quick logins" if cleanstate.QUICK_LOGIN_FILE in script else
-                    "guest: kmem events" if "events/kmem" in script else "guest: " + script)
+                    "guest: kmem events" if "events/kmem" in script else
+                    "boot finished" if script == cleanstate.BOOT_FINISHED else "guest: " + script)
             self.calls.append(what)
             # a box built with quick logins answers "already" (no sshd restart, no new SSH)
             said = "already" if what == "quick logins" and self.quick_logins_built else ""
@@ -220,9 +221,10 @@ class FakeVM:
         return SimpleNamespace(run=run)
 
 
-# After a boot: SSH answers, the network policy, the kmem events enabled once, quick logins
-# (then SSH again), the snapshot.
-BOOTED = ["ssh", "network policy", "guest: kmem events", "quick logins", "ssh", "snapshot"]
+# After a boot: SSH answers, the network policy, the boot let finish, the kmem events enabled
+# once, quick logins (then SSH again), the snapshot.
+BOOTED = ["ssh", "network policy", "boot finished", "guest: kmem events", "quick logins", "ssh",
+          "snapshot"]
 
 
 def actions(vm: FakeVM) -> list[str]:
@@ -264,8 +266,8 @@ def test_no_vm_yet_boots_one_and_takes_the_clean_snapshot(tmp_path):
 def test_a_box_built_with_quick_logins_needs_no_sshd_restart_before_its_snapshot(tmp_path):
     vm = FakeVM(tmp_path, has_domain=False, snapshot=False, quick_logins_built=True)
     ready_vm(vm)  # type: ignore[arg-type]
-    assert actions(vm) == ["up", "ssh", "network policy", "guest: kmem events", "quick logins",
-                           "snapshot"]
+    assert actions(vm) == ["up", "ssh", "network policy", "boot finished", "guest: kmem events",
+                           "quick logins", "snapshot"]
 
 
 def test_the_run_summary_counts_where_builds_ran():
