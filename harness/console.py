@@ -9,6 +9,7 @@ serial console. QEMU writes that file on the libvirt host: this machine
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,14 +65,8 @@ class RemoteSerialConsole:
                  key_file: str | None) -> RemoteSerialConsole:
         """Read over SSH to the libvirt host (the user and key libvirt's own connection uses),
         connected on first use."""
-        held: list[SSHTransport] = []
-
-        def connection() -> SSHTransport:
-            if not held:
-                held.append(SSHTransport(SSHTarget(host, 22, user, key_file or "")))
-            return held[0]
-
-        return cls(location, connection)
+        return cls(location, functools.cache(
+            lambda: SSHTransport(SSHTarget(host, 22, user, key_file or ""))))
 
     def size(self) -> int:
         try:

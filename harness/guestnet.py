@@ -76,15 +76,20 @@ def free_subnet(used: Iterable[str]) -> str:
     raise HostError("no free 192.168.N.0/24 subnet for the harness's libvirt network")
 
 
+# Where the host's own IPv4 subnets are listed: a command, and the field of each line that
+# holds an address or subnet ("default" and other words are skipped).
+HOST_SUBNET_SOURCES = ((("ip", "-4", "-o", "addr", "show"), 3), (("ip", "-4", "route", "show"), 0))
+
+
 def host_subnets() -> list[str]:
     """The host's own IPv4 addresses and routes: a new network must not shadow them."""
     used = []
-    for argv in (["ip", "-4", "-o", "addr", "show"], ["ip", "-4", "route", "show"]):
+    for argv, column in HOST_SUBNET_SOURCES:
         with contextlib.suppress(HostCommandError, OSError):
-            for line in run(argv, timeout=10).stdout.splitlines():
+            for line in run(list(argv), timeout=10).stdout.splitlines():
                 fields = line.split()
-                words = fields[3:4] if argv[2] == "-o" else fields[:1]
-                used += [w for w in words if w[0].isdigit()]
+                if len(fields) > column and fields[column][0].isdigit():
+                    used.append(fields[column])
     return used
 
 

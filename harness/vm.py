@@ -133,10 +133,12 @@ class VM:
         when it is there. A remote libvirt host keeps vagrant-libvirt's own network."""
         if self.settings.libvirt_host:
             return {}
-        network = self._network or existing_management_network(self.domain.virsh)
-        if network is None:
+        if self._network is None:
+            self._network = existing_management_network(self.domain.virsh)
+        if self._network is None:
             return {}
-        return {"HARNESS_NETWORK": network.name, "HARNESS_NETWORK_ADDRESS": network.address}
+        return {"HARNESS_NETWORK": self._network.name,
+                "HARNESS_NETWORK_ADDRESS": self._network.address}
 
     def say(self, text: str) -> None:
         print(f"harness: {text}", file=self.log, flush=True)
