@@ -216,16 +216,28 @@ def _title_text(log: Log, block: _Block) -> str:
         return text
     # Another task's report starting meanwhile does not end this one's.
     last = min(len(log.texts), header + MAX_TITLE_LINES)
-    assert log.contexts is not None
-    pairs = list(zip(log.contexts[header:last], log.texts[header:last], strict=True))
-    everyone = len(pairs)
-    if _CPU_TRACEBACK in log.span(header, last - 1):
-        everyone = next(i for i, (_, text) in enumerate(pairs) if _CPU_TRACEBACK in text)
-    kept = [text for ctx, text in pairs[:everyone] if ctx is None or ctx == context]
-    kept += [text for ctx, text in pairs[everyone:]
-             if ctx is None or ctx == context or ctx.startswith("C")]
-    text = "\n".join(kept)
+    everyone = last  # from here on (an all-CPU backtrace), every CPU's lines are kept too
+    found = log.text.find(_CPU_TRACEBACK, log.starts[header], log.starts[last - 1]
+                          + len(log.texts[last - 1]))
+    if found >= 0:
+        everyone = log.line_at(found)
+    # The lines kept, found in the log's index of each caller's lines: a report's window
+    # interleaves many callers, and most of it is not kept.
+    by_context = log.lines_by_context
+    kept = (_lines_in(by_context.get(context, []), header, last)
+            + _lines_in(by_context.get(None, []), header, last))
+    for cpu in log.cpu_contexts:
+        if cpu != context:
+            kept += _lines_in(by_context[cpu], everyone, last)
+    kept.sort()
+    texts = list(map(log.texts.__getitem__, kept))
+    text = "\n".join(texts)
     return _UNRELIABLE_LINE.sub("", text) if _UNRELIABLE in text else text
+
+
+def _lines_in(indices: list[int], first: int, stop: int) -> list[int]:
+    """The members of a sorted list of line indices from ``first`` up to ``stop``."""
+    return indices[bisect.bisect_left(indices, first):bisect.bisect_left(indices, stop)]
 
 
 class LazyFrames(list):

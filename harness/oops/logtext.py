@@ -10,6 +10,7 @@ keep them (:data:`LOG_FORMATS`: ``journalctl -k``, ``/var/log/kern.log``, ``dmes
 from __future__ import annotations
 
 import bisect
+import collections
 import functools
 import itertools
 import re
@@ -135,6 +136,20 @@ class Log:
     def raws(self) -> list[str]:
         """The input's lines as they were (split only when a caller wants one)."""
         return self.source if isinstance(self.source, list) else self.source.split("\n")
+
+    @functools.cached_property
+    def lines_by_context(self) -> dict[str | None, list[int]]:
+        """The indices of each caller id's lines, in order (``None``: lines without one)."""
+        by_context: dict[str | None, list[int]] = collections.defaultdict(list)
+        for index, context in enumerate(self.contexts or ()):
+            by_context[context].append(index)
+        return dict(by_context)
+
+    @functools.cached_property
+    def cpu_contexts(self) -> list[str]:
+        """The caller ids of CPUs (``C1``) that print in the log, as opposed to tasks."""
+        return [context for context in self.lines_by_context
+                if context and context.startswith("C")]
 
     def number(self, index: int) -> int:
         return self.numbers[index] if self.numbers is not None else index + 1
