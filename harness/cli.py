@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import CatalogueError, HarnessError
 from harness.paths import history_db, other_vm_project_dirs
 from harness.vmoptions import BUILD_MODES, LEAK_CHECK_MODES, OPTIONS
+
+if TYPE_CHECKING:
+    from harness.oops.detect import Report
 
 
 def _catalogue(args: argparse.Namespace):
@@ -139,33 +144,48 @@ def cmd_vm(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_oops(args: argparse.Namespace) -> int:
-    import json
+def _positive_int(text: str) -> int:
+    """argparse's type for a count of processes or VMs: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is too few: give 1 or more")
+    return value
 
-    from harness.oops.detect import detect
+
+_OOPS_JSON_KEYS = ("title", "kind", "function", "module", "module_function", "location",
+                   "corrupted", "panicked", "start_line", "end_line")
+
+
+def _oops_json_row(report: Report) -> str:
+    # The keys alone: Report.to_dict would also parse and format every frame of every report,
+    # which these keys never show. One report a line, each by json's C encoder (indent= would
+    # use the pure-Python one).
+    return json.dumps({key: getattr(report, key) for key in _OOPS_JSON_KEYS})
+
+
+def _oops_summary(report: Report) -> str:
+    return report.summary() + "\n"
+
+
+def cmd_oops(args: argparse.Namespace) -> int:
+    from harness.oops.scan import detect_rendered
 
     try:
         data = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
     except OSError as err:
         print(f"harness oops: cannot read {args.file}: {err.strerror}", file=sys.stderr)
         return 2
-    reports = detect(data)
+    rows = detect_rendered(data, _oops_json_row if args.json else _oops_summary, args.jobs)
     if args.json:
-        keys = ("title", "kind", "function", "module", "module_function", "location",
-                "corrupted", "panicked", "start_line", "end_line")
-        # The keys alone: Report.to_dict would also parse and format every frame of every
-        # report, which these keys never show (four times the detection's own time).
-        # One report a line, each by json's C encoder (indent= would use the pure-Python one,
-        # a tenth of the whole command's time on a large log).
-        rows = [json.dumps({k: getattr(r, k) for k in keys}) for r in reports]
         print("[\n" + ",\n".join("  " + row for row in rows) + "\n]" if rows else "[]")
-    elif not reports:
+    elif not rows:
         print("no crash report found")
     else:
-        for report in reports:
-            print(report.summary())
-            print()
-    return 1 if reports else 0
+        print("\n".join(rows))
+    return 1 if rows else 0
 
 
 def _parse_params(pairs: list[str]) -> dict[str, str]:
@@ -362,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     lane.add_argument("--box", help="boxes, comma-separated, or a matrix's name (default: the "
                       "default box)")
     lane.add_argument("--matrix", help="a named set of boxes from boxes.yaml's matrices")
-    lane.add_argument("--jobs", type=int, default=2, help="builds at once (default: 2)")
+    lane.add_argument("--jobs", type=_positive_int, default=2, help="builds at once (default: 2)")
     lane.add_argument("--timeout", type=float, default=300.0,
                       help="seconds one build may take (default: 300)")
     lane.add_argument("--out", default="vm-matrix",
@@ -380,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "/dev/kmsg records, journalctl -k output or /var/log/kern.log "
                       "(- for standard input)")
     oops.add_argument("--json", action="store_true", help="print a JSON list of reports")
+    oops.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                      help="processes reading a large log (default: one a CPU)")
     oops.set_defaults(func=cmd_oops)
 
     run = sub.add_parser("run", help="sync, build, insmod, show dmesg, rmmod, show dmesg")
@@ -400,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("submissions", help="folder with one folder, .zip or .tar.gz per student")
     grade.add_argument("--spec", required=True, help="the assignment's spec (YAML)")
     grade.add_argument("--out", required=True, help="where results and reports go")
-    grade.add_argument("--jobs", type=int, default=1, help="VMs grading in parallel")
+    grade.add_argument("--jobs", type=_positive_int, default=1, help="VMs grading in parallel")
     grade.add_argument("--regrade", action="store_true", help="grade everyone again")
     grade.add_argument("--keep-vm", action="store_true", help="leave the VM(s) running")
     grade.add_argument("--build", default="auto", choices=list(BUILD_MODES),

@@ -30,7 +30,8 @@ from harness.oops.patterns import (
 )
 from harness.oops.title import Titled, normalise, title_report
 
-__all__ = ["Frame", "Report", "detect", "normalise", "parse_frame"]
+__all__ = ["Frame", "Report", "detect", "detect_log", "first_report_start", "normalise",
+           "parse_frame"]
 
 MAX_REPORT_LINES = 200  # of a report as shown
 MAX_TITLE_LINES = 1000  # read for a report's title: its call traces can follow a long preamble
@@ -158,19 +159,42 @@ class _Block:
     panicked: bool = False
 
 
+def _header_candidates(log: Log) -> list[int]:
+    """The lines holding a header word (a plain search a word: faster than one regex
+    alternation of them all)."""
+    return sorted({log.line_at(hit) for word in HEADER_ANCHORS for hit in find_all(log.text, word)})
+
+
+def _header_at(log: Log, index: int) -> Group | None:
+    """The group of the header on this line, unless it is none or a replayed message."""
+    group = header_group(log.texts[index] if log.records else unglue(log, index))
+    if group is None or index + 1 < len(log.texts) and _REPLAYED in log.texts[index + 1]:
+        return None
+    return group
+
+
+def _block_start(log: Log, header: int) -> int:
+    """The first line shown of a report: a "cut here" line before its header, or the header."""
+    return header - 1 if header > 0 and _CUT_HERE.match(log.texts[header - 1].strip()) \
+        else header
+
+
+def first_report_start(log: Log) -> int | None:
+    """The first line of the first report that begins whatever precedes it (a header no
+    earlier report can take as its follow-up), as its block starts: a log cut there is two
+    logs whose reports are the whole log's. Line 0 and the last line are not taken: what is
+    before and after them is not in ``log``."""
+    for index in _header_candidates(log):
+        if 0 < index < len(log.texts) - 1 and _header_at(log, index) is not None \
+                and not FOLLOW_UPS.search(log.texts[index]):
+            return _block_start(log, index)
+    return None
+
+
 def split_blocks(log: Log) -> list[_Block]:
-    """Report blocks, found by searching the whole log for header words (a plain search a
-    word: faster than one regex alternation of them all)."""
-    headers: list[tuple[int, Group]] = []
-    candidates = sorted({log.line_at(hit) for word in HEADER_ANCHORS
-                         for hit in find_all(log.text, word)})
-    for index in candidates:
-        group = header_group(log.texts[index] if log.records else unglue(log, index))
-        if group is None:
-            continue
-        if index + 1 < len(log.texts) and _REPLAYED in log.texts[index + 1]:
-            continue
-        headers.append((index, group))
+    """Report blocks, found by searching the whole log for header words."""
+    headers = [(index, group) for index in _header_candidates(log)
+               if (group := _header_at(log, index)) is not None]
     if not headers:
         return []
     ends = sorted(line for line in (log.line_at(hit) for hit in find_all(log.text, "---[ end"))
@@ -187,8 +211,7 @@ def split_blocks(log: Log) -> list[_Block]:
             previous = blocks[-1]
             previous.end = min(previous.end, index - 1)
             previous.title_end = index - 1
-        start = index - 1 if index > 0 and _CUT_HERE.match(log.texts[index - 1].strip()) \
-            else index
+        start = _block_start(log, index)
         end = min(len(log.texts) - 1, start + MAX_REPORT_LINES - 1)
         after = bisect.bisect_right(ends, index)  # ends are sorted: the first one after
         closing = ends[after] if after < len(ends) and ends[after] <= end else None
@@ -402,5 +425,10 @@ def detect(log: str | bytes | list[str] | list[LogLine],
     else:
         parsed = read_log(log)
     ignored = [re.compile(p) for p in (ignore or [])]
-    reports = [build_report(parsed, block) for block in split_blocks(parsed)]
-    return [r for r in reports if not any(p.search(r.title) for p in ignored)]
+    return [r for r in detect_log(parsed) if not any(p.search(r.title) for p in ignored)]
+
+
+def detect_log(log: Log, before: int | None = None) -> list[Report]:
+    """The crash reports of a parsed log; with ``before``, those whose header is above it."""
+    return [build_report(log, block) for block in split_blocks(log)
+            if before is None or block.header < before]

@@ -14,7 +14,7 @@ import collections
 import functools
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 # What a system log puts before the kernel's own line (timestamp, level, caller id), one row a
@@ -29,15 +29,15 @@ LOG_FORMATS: tuple[tuple[str, str], ...] = (
     # journalctl -o short-iso / short-full / short-precise, rsyslog's RFC 3339 timestamps
     ("syslog-iso", _ISO_TIME + r" \S+ kernel: "),
     # journalctl -o short-monotonic
-    ("journal-monotonic", r"\[\s*\d+\.\d+\] \S+ kernel: "),
+    ("journal-monotonic", r"\[[^\S\n]*\d+\.\d+\] \S+ kernel: "),
     # dmesg -T (human-readable time)
     ("dmesg-T", r"\[[A-Z][a-z]{2} " + _MONTH_DAY_TIME + r" \d{4}\] "),
     # dmesg -x (facility and level)
     ("dmesg-x", r"[a-z0-9]{3,8} *:[a-z]{3,6} *: "),
     # dmesg -H / -e: the minute once, then the time since the previous line
-    ("dmesg-H", r"\[(?:[A-Z][a-z]{2}[ \d]?\d \d\d:\d\d|\s*\+\s*\d+\.\d+)\] "),
+    ("dmesg-H", r"\[(?:[A-Z][a-z]{2}[ \d]?\d \d\d:\d\d|[^\S\n]*\+[^\S\n]*\d+\.\d+)\] "),
     # dmesg -d: the time and the time since the previous line
-    ("dmesg-d", r"\[\s*\d+\.\d+ <\s*\d+\.\d+>\] "),
+    ("dmesg-d", r"\[[^\S\n]*\d+\.\d+ <[^\S\n]*\d+\.\d+>\] "),
 )
 # Any of them: cheap to test a log's first lines with, and the optional outer part of a line.
 _SYSTEM_PREFIX = "(?:" + "|".join(pattern for _, pattern in LOG_FORMATS) + ")"
@@ -49,11 +49,12 @@ _KMSG_RECORD = re.compile(r"^(\d+),(\d+),(\d+),[^;]*;(.*)$")
 _PREFIX = re.compile(
     r"^" + _SYSTEM_PREFIX + "?"
     r"(?:<\d+>)?"  # syslog level
-    r"(?:\[\s*\d+\.\d+\]\s?)?"  # timestamp
-    r"(?:\[\s*(?P<context>[TC]\d+)\]\s?)?"  # caller id (CONFIG_PRINTK_CALLER)
+    r"(?:\[[^\S\n]*\d+\.\d+\][^\S\n]?)?"  # timestamp
+    r"(?:\[[^\S\n]*(?P<context>[TC]\d+)\][^\S\n]?)?"  # caller id (CONFIG_PRINTK_CALLER)
 )
 # A timestamp after other text: a serial console interleaves a login prompt or user output.
-_LATE_TIMESTAMP = re.compile(r"(?:<\d+>)?\[\s*\d+\.\d{6}\](?:\[\s*[TC]\d+\])?\s?")
+_LATE_TIMESTAMP = re.compile(r"(?:<\d+>)?\[[^\S\n]*\d+\.\d{6}\](?:\[[^\S\n]*[TC]\d+\])?"
+                             r"[^\S\n]?")
 # How a crash header begins, for one glued after another message's text.
 _GLUED_HEADER = re.compile(r"BUG: |WARNING: |Kernel panic|general protection|Oops: |UBSAN: |"
                            r"Unable to handle|INFO: task ")
@@ -122,7 +123,7 @@ class Log:
     texts: list[str]  # messages, prefixes stripped, trailing blanks removed
     source: str | list[str]  # the input: whole, or already split into its lines
     contexts: list[str | None] | None  # None when no line carries a caller id
-    numbers: list[int] | None  # line numbers in the input; None when they are index + 1
+    numbers: Sequence[int] | None  # line numbers in the input; None when they are index + 1
     records: bool = False  # /dev/kmsg records: one message a line, never glued by a console
     text: str = ""
     starts: list[int] = field(default_factory=list)  # offset of each line in ``text``
@@ -171,7 +172,9 @@ class Log:
 
 
 # One match a line: its level, timestamp, caller id and message.
-_KERNEL_PREFIX = r"(?:<\d+>)?(?:\[\s*\d+\.\d+\]\s?)?(?:\[\s*([TC]\d+)\]\s?)?(.*)$"
+# Blanks in a prefix are never a newline: a line of a timestamp alone stays a line of its own.
+_KERNEL_PREFIX = (r"(?:<\d+>)?(?:\[[^\S\n]*\d+\.\d+\][^\S\n]?)?"
+                  r"(?:\[[^\S\n]*([TC]\d+)\][^\S\n]?)?(.*)$")
 _CONSOLE_LINE = re.compile("^" + _KERNEL_PREFIX, re.MULTILINE)
 # The same after a system log's prefix (tried only on a log whose first lines have one: the
 # alternatives cost time on every line).
@@ -179,7 +182,7 @@ _SYSTEM_LINE = re.compile("^" + _SYSTEM_PREFIX + "?" + _KERNEL_PREFIX, re.MULTIL
 # A system log's line, the kernel's or another program's ("HOST systemd[1]: ").
 _SYSTEM_LINE_START = re.compile(f"{_SYSTEM_PREFIX}|(?:{_MONTH_DAY_TIME}|{_ISO_TIME}) \\S+ \\S+: ")
 # A timestamp or caller id after the start of a line.
-_LATE = re.compile(r".\[\s*\d+\.\d{6}\]")
+_LATE = re.compile(r".\[[^\S\n]*\d+\.\d{6}\]")
 
 
 def _has_system_prefix(data: str) -> bool:
@@ -189,6 +192,13 @@ def _has_system_prefix(data: str) -> bool:
 
 
 def read_log(data: str | bytes) -> Log:
+    text, numbers = plain_text(data)
+    return parse(text, numbers, log_kind(text))
+
+
+def plain_text(data: str | bytes) -> tuple[str, list[int] | None]:
+    """The log decoded, its line ends made ``\n`` and its terminal codes removed; with the
+    input's line number of each line when a lone CR (a redrawn line) made more lines."""
     if isinstance(data, bytes):
         data = data.decode("utf-8", errors="replace")
     numbers: list[int] | None = None
@@ -202,14 +212,28 @@ def read_log(data: str | bytes) -> Log:
             data = data.replace("\r", "\n")
     if "\x1b" in data:
         data = _ANSI.sub("", data)
-    if _KMSG_RECORD.match(data[:data.find("\n") if "\n" in data else len(data)]):
-        return _read_kmsg(data.split("\n"), numbers)
-    pairs = (_SYSTEM_LINE if _has_system_prefix(data) else _CONSOLE_LINE).findall(data)
+    return data, numbers
+
+
+def log_kind(text: str) -> str:
+    """How a log's lines are read, told by its first lines: ``kmsg`` records, a ``system``
+    log's lines (journalctl, syslog, dmesg's options) or ``console`` lines."""
+    if _KMSG_RECORD.match(text[:text.find("\n") if "\n" in text else len(text)]):
+        return "kmsg"
+    return "system" if _has_system_prefix(text) else "console"
+
+
+def parse(text: str, numbers: Sequence[int] | None, kind: str) -> Log:
+    """A log from :func:`plain_text`'s text, each line read as ``kind`` says (for a piece of
+    a larger log: the whole log's kind, and its numbers for the piece's lines)."""
+    if kind == "kmsg":
+        return _read_kmsg(text.split("\n"), numbers)
+    pairs = (_SYSTEM_LINE if kind == "system" else _CONSOLE_LINE).findall(text)
     texts = [message.rstrip() for _, message in pairs]
     contexts: list[str | None] | None = None
-    if "][" in data and any(context for context, _ in pairs):
+    if "][" in text and any(context for context, _ in pairs):
         contexts = [context or None for context, _ in pairs]
-    return Log(texts, data, contexts, numbers)
+    return Log(texts, text, contexts, numbers)
 
 
 def unglue(log: Log, index: int) -> str:
@@ -222,7 +246,7 @@ def unglue(log: Log, index: int) -> str:
     return log.texts[index]
 
 
-def _read_kmsg(raws: list[str], physical: list[int] | None) -> Log:
+def _read_kmsg(raws: list[str], physical: Sequence[int] | None) -> Log:
     texts: list[str] = []
     kept: list[str] = []
     numbers: list[int] = []

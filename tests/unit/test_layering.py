@@ -22,7 +22,7 @@ PACKAGE = ROOT / "harness"
 # docs/architecture.md's table, as data: layer -> modules (without the "harness." prefix).
 LAYERS: dict[int, tuple[str, ...]] = {
     0: ("", "errors", "schema", "paths", "untrusted", "oops", "oops.demangle", "oops.logtext",
-        "oops.patterns", "oops.title", "oops.detect", "oops.symbolize", "oops.corpus",
+        "oops.patterns", "oops.title", "oops.detect", "oops.scan", "oops.symbolize", "oops.corpus",
         "grade.roster", "vmoptions", "nightly", "nightly.known", "matrix"),  # text in, data out
     1: ("hostexec", "kernelbuild", "boxes", "boxbuild", "accel", "libvirt", "guestnet",
         "coverage", "nightly.history", "nightly.dashboard"),  # host

@@ -1,0 +1,125 @@
+"""Large logs on every core: a log cut where reports begin, its pieces detected side by side.
+
+``harness oops`` on a console log of many megabytes is bound by one CPU. The log is cut at
+lines where a report begins whatever precedes it (a header that no earlier report can take as
+its follow-up, see :func:`~harness.oops.detect.first_report_start`), so a piece's reports are
+exactly the ones the whole log gives there. A worker process reads its piece plus the lines
+that the piece's last report may still read past the cut (its end, its title's window), keeps
+the reports whose header lies in the piece, and renders them; the pieces come back in order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from harness.oops.detect import MAX_TITLE_LINES, Report, detect_log, first_report_start
+from harness.oops.logtext import log_kind, parse, plain_text
+
+PIECE_CHARS = 2_000_000  # a smaller piece costs its worker more than it saves
+PIECES_PER_WORKER = 4  # pieces differ in their reports' density: more than workers evens them
+CUT_WINDOW_LINES = 2000  # searched after a target offset for a line to cut at
+# What a report above a cut may read below it: its window for a title, and the next line.
+LOOKAHEAD_LINES = MAX_TITLE_LINES + 2
+
+
+@dataclass(frozen=True)
+class Piece:
+    start: int  # offset in the text of its first line
+    stop: int  # offset of the next piece's first line: its own reports have headers above it
+    end: int  # where what its worker reads ends
+    first_line: int  # index in the whole log of its first line
+
+
+@dataclass(frozen=True)
+class _Job:
+    text: str
+    numbers: list[int] | None
+    kind: str
+    pieces: list[Piece]
+    render: Callable[[Report], str]
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on (a container's or taskset's share, not the host's)."""
+    return len(os.sched_getaffinity(0))
+
+
+def detect_rendered(data: str | bytes, render: Callable[[Report], str],
+                    workers: int | None = None, piece_chars: int = PIECE_CHARS) -> list[str]:
+    """Every crash report of a log rendered by ``render``, in order, as :func:`detect` would
+    find them, read by up to ``workers`` processes (default: every CPU this one may use).
+    ``render`` runs in the workers: it turns a report into what is kept of it."""
+    text, numbers = plain_text(data)
+    kind = log_kind(text)
+    workers = default_workers() if workers is None else workers
+    count = min(len(text) // piece_chars, workers * PIECES_PER_WORKER)
+    # /dev/kmsg records drop continuation lines, so a piece's lines would not be the text's.
+    pieces = cut(text, kind, count) if workers > 1 and count > 1 and kind != "kmsg" else []
+    if len(pieces) < 2:
+        return [render(report) for report in detect_log(parse(text, numbers, kind))]
+    job = _Job(text, numbers, kind, pieces, render)
+    # Forked workers inherit the job: the text is not copied through a pipe.
+    context = multiprocessing.get_context("fork")
+    with context.Pool(min(workers, len(pieces)), initializer=_adopt, initargs=(job,)) as pool:
+        rendered = pool.map(_render_piece, range(len(pieces)), chunksize=1)
+    return [row for rows in rendered for row in rows]
+
+
+def cut(text: str, kind: str, count: int) -> list[Piece]:
+    """``text`` in up to ``count`` pieces of about equal size, each starting where a report
+    begins (one piece when no such line follows the targets)."""
+    starts = [0]
+    for number in range(1, count):
+        target = max(len(text) * number // count, starts[-1] + 1)
+        line = text.find("\n", target) + 1
+        if line == 0:
+            break
+        window_end = _after_lines(text, line, CUT_WINDOW_LINES)
+        report = first_report_start(parse(text[line:window_end], None, kind))
+        if report is not None:
+            starts.append(_after_lines(text, line, report, ends=False))
+    pieces = []
+    first_line = 0
+    for start, stop in zip(starts, [*starts[1:], len(text)], strict=True):
+        end = len(text) if stop == len(text) else _after_lines(text, stop, LOOKAHEAD_LINES)
+        pieces.append(Piece(start, stop, end, first_line))
+        first_line += text.count("\n", start, stop)
+    return pieces
+
+
+def _after_lines(text: str, start: int, lines: int, ends: bool = True) -> int:
+    """The offset ``lines`` lines on from ``start`` (a line's start): with ``ends``, where the
+    last of them ends (its newline), else where the next line starts; the text's end at most."""
+    position = start
+    for _ in range(lines):
+        newline = text.find("\n", position)
+        if newline < 0:
+            return len(text)
+        position = newline + 1
+    return position - 1 if ends and position > start else position
+
+
+_JOB: _Job | None = None
+
+
+def _adopt(job: _Job) -> None:
+    global _JOB
+    _JOB = job
+
+
+def _render_piece(number: int) -> list[str]:
+    job = _JOB
+    assert job is not None, "a worker runs after _adopt"
+    piece = job.pieces[number]
+    text = job.text[piece.start:piece.end]
+    lines = text.count("\n") + 1
+    numbers: Sequence[int] = (job.numbers[piece.first_line:piece.first_line + lines]
+                              if job.numbers is not None
+                              else range(piece.first_line + 1, piece.first_line + lines + 1))
+    owned = job.text.count("\n", piece.start, piece.stop)
+    if piece.stop == len(job.text):
+        owned = lines
+    return [job.render(report) for report in detect_log(parse(text, numbers, job.kind), owned)]
