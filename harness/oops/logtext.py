@@ -199,6 +199,13 @@ def read_log(data: str | bytes) -> Log:
 def plain_text(data: str | bytes) -> tuple[str, list[int] | None]:
     """The log decoded, its line ends made ``\n`` and its terminal codes removed; with the
     input's line number of each line when a lone CR (a redrawn line) made more lines."""
+    text, numbers = split_lines(data)
+    return without_codes(text), numbers
+
+
+def split_lines(data: str | bytes) -> tuple[str, list[int] | None]:
+    """:func:`plain_text` but for the terminal codes (which never span lines: a piece of the
+    log can lose its own)."""
     if isinstance(data, bytes):
         data = data.decode("utf-8", errors="replace")
     numbers: list[int] | None = None
@@ -210,14 +217,21 @@ def plain_text(data: str | bytes) -> tuple[str, list[int] | None]:
             numbers = [number for number, line in enumerate(data.split("\n"), start=1)
                        for _ in range(line.count("\r") + 1)]
             data = data.replace("\r", "\n")
-    if "\x1b" in data:
-        data = _ANSI.sub("", data)
     return data, numbers
 
 
+def without_codes(text: str) -> str:
+    """``text`` without terminal escape codes (colours, cursor moves)."""
+    return _ANSI.sub("", text) if "\x1b" in text else text
+
+
+SNIFFED_LINES = _SNIFF_LINES  # what log_kind reads of a log
+
+
 def log_kind(text: str) -> str:
-    """How a log's lines are read, told by its first lines: ``kmsg`` records, a ``system``
-    log's lines (journalctl, syslog, dmesg's options) or ``console`` lines."""
+    """How a log's lines are read, told by its first lines (:data:`SNIFFED_LINES`):
+    ``kmsg`` records, a ``system`` log's lines (journalctl, syslog, dmesg's options) or
+    ``console`` lines."""
     if _KMSG_RECORD.match(text[:text.find("\n") if "\n" in text else len(text)]):
         return "kmsg"
     return "system" if _has_system_prefix(text) else "console"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from harness.oops.detect import MAX_TITLE_LINES, Report, detect_log, first_report_start
-from harness.oops.logtext import log_kind, parse, plain_text
+from harness.oops.logtext import SNIFFED_LINES, log_kind, parse, split_lines, without_codes
 
 PIECE_CHARS = 2_000_000  # a smaller piece costs its worker more than it saves
 PIECES_PER_WORKER = 4  # pieces differ in their reports' density: more than workers evens them
@@ -52,14 +52,16 @@ def detect_rendered(data: str | bytes, render: Callable[[Report], str],
     """Every crash report of a log rendered by ``render``, in order, as :func:`detect` would
     find them, read by up to ``workers`` processes (default: every CPU this one may use).
     ``render`` runs in the workers: it turns a report into what is kept of it."""
-    text, numbers = plain_text(data)
-    kind = log_kind(text)
+    # Terminal codes are taken off each piece by its worker, not the whole log here first.
+    text, numbers = split_lines(data)
+    kind = log_kind(without_codes(text[:_after_lines(text, 0, SNIFFED_LINES)]))
     workers = default_workers() if workers is None else workers
     count = min(len(text) // piece_chars, workers * PIECES_PER_WORKER)
     # /dev/kmsg records drop continuation lines, so a piece's lines would not be the text's.
     pieces = cut(text, kind, count) if workers > 1 and count > 1 and kind != "kmsg" else []
     if len(pieces) < 2:
-        return [render(report) for report in detect_log(parse(text, numbers, kind))]
+        return [render(report)
+                for report in detect_log(parse(without_codes(text), numbers, kind))]
     job = _Job(text, numbers, kind, pieces, render)
     # Forked workers inherit the job: the text is not copied through a pipe.
     context = multiprocessing.get_context("fork")
@@ -78,7 +80,7 @@ def cut(text: str, kind: str, count: int) -> list[Piece]:
         if line == 0:
             break
         window_end = _after_lines(text, line, CUT_WINDOW_LINES)
-        report = first_report_start(parse(text[line:window_end], None, kind))
+        report = first_report_start(parse(without_codes(text[line:window_end]), None, kind))
         if report is not None:
             starts.append(_after_lines(text, line, report, ends=False))
     pieces = []
@@ -122,4 +124,5 @@ def _render_piece(number: int) -> list[str]:
     owned = job.text.count("\n", piece.start, piece.stop)
     if piece.stop == len(job.text):
         owned = lines
-    return [job.render(report) for report in detect_log(parse(text, numbers, job.kind), owned)]
+    log = parse(without_codes(text), numbers, job.kind)
+    return [job.render(report) for report in detect_log(log, owned)]
