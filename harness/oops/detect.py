@@ -310,8 +310,9 @@ _RIP_WORDS = ("IP", "pc :", "PC is at")
 
 def _rip_only(log: Log, block: _Block) -> Frame | None:
     """The block's RIP frame, found by its words alone (what _read_frames finds first)."""
-    base, span = log.starts[block.start], log.span(block.start, block.end)
-    lines = sorted({log.line_at(base + hit) for word in _RIP_WORDS for hit in find_all(span, word)})
+    start, end = log.bounds(block.start, block.end)
+    lines = sorted({log.line_at(hit) for word in _RIP_WORDS
+                    for hit in find_all(log.text, word, start, end)})
     for index in lines:
         text = log.texts[index]
         if index in (block.start, block.header) or "+0x" not in text:
@@ -326,7 +327,7 @@ def _read_frames(log: Log, block: _Block, modules_only: bool
                  ) -> tuple[Frame | None, list[Frame], int | None]:
     """The block's RIP frame, its call-trace frames (only those inside a module, if asked) and
     where the offending task's own stack starts among them (after lockdep's chain)."""
-    if modules_only and not _MODULE_FRAME.search(log.span(block.start, block.end)):
+    if modules_only and not _MODULE_FRAME.search(log.text, *log.bounds(block.start, block.end)):
         return _rip_only(log, block), [], None
     rip: Frame | None = None
     frames: list[Frame] = []
@@ -395,7 +396,8 @@ def build_report(log: Log, block: _Block) -> Report:
         start_line=log.number(block.start), end_line=log.number(block.end),
         lines=lines, corrupted=titled.corrupted,
         panicked=(block.panicked or bool(fmt and fmt.panicked)
-                  or "Kernel panic - not syncing" in log.span(block.start, block.end)),
+                  or log.text.find("Kernel panic - not syncing",
+                                   *log.bounds(block.start, block.end)) >= 0),
     )
 
 

@@ -62,13 +62,14 @@ _LINE_END_CRS = re.compile(r"\r+\n")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def find_all(text: str, word: str) -> Iterator[int]:
-    """Every offset of ``word`` in ``text`` (a plain search: far faster than a regex over a
-    whole log)."""
-    position = text.find(word)
+def find_all(text: str, word: str, start: int = 0, end: int | None = None) -> Iterator[int]:
+    """Every offset of ``word`` in ``text[start:end]`` (a plain search: far faster than a
+    regex over a whole log)."""
+    end = len(text) if end is None else end
+    position = text.find(word, start, end)
     while position >= 0:
         yield position
-        position = text.find(word, position + 1)
+        position = text.find(word, position + 1, end)
 
 
 def unescape(text: str) -> str:
@@ -164,7 +165,11 @@ class Log:
 
     def span(self, first: int, last: int) -> str:
         """Lines ``first`` to ``last`` (inclusive) of ``text``."""
-        return self.text[self.starts[first]:self.starts[last] + len(self.texts[last])]
+        return self.text[slice(*self.bounds(first, last))]
+
+    def bounds(self, first: int, last: int) -> tuple[int, int]:
+        """Where :meth:`span` lies in ``text``: searched there, it is not copied out."""
+        return self.starts[first], self.starts[last] + len(self.texts[last])
 
     def line(self, index: int) -> LogLine:
         return LogLine(self.number(index), self.texts[index], self.raws[index],

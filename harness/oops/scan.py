@@ -48,26 +48,34 @@ def default_workers() -> int:
 
 
 def detect_rendered(data: str | bytes, render: Callable[[Report], str],
-                    workers: int | None = None, piece_chars: int = PIECE_CHARS) -> list[str]:
+                    workers: int | None = None, pieces: int | None = None) -> list[str]:
     """Every crash report of a log rendered by ``render``, in order, as :func:`detect` would
-    find them, read by up to ``workers`` processes (default: every CPU this one may use).
-    ``render`` runs in the workers: it turns a report into what is kept of it."""
+    find them, read by up to ``workers`` processes (default: every CPU this one may use) in
+    ``pieces`` pieces (default: by the log's size). ``render`` runs in the workers: it turns
+    a report into what is kept of it."""
     # Terminal codes are taken off each piece by its worker, not the whole log here first.
     text, numbers = split_lines(data)
     kind = log_kind(without_codes(text[:_after_lines(text, 0, SNIFFED_LINES)]))
     workers = default_workers() if workers is None else workers
-    count = min(len(text) // piece_chars, workers * PIECES_PER_WORKER)
+    count = piece_count(len(text), workers) if pieces is None else pieces
     # /dev/kmsg records drop continuation lines, so a piece's lines would not be the text's.
-    pieces = cut(text, kind, count) if workers > 1 and count > 1 and kind != "kmsg" else []
-    if len(pieces) < 2:
+    parts = cut(text, kind, count) if workers > 1 and count > 1 and kind != "kmsg" else []
+    if len(parts) < 2:
         return [render(report)
                 for report in detect_log(parse(without_codes(text), numbers, kind))]
-    job = _Job(text, numbers, kind, pieces, render)
+    job = _Job(text, numbers, kind, parts, render)
     # Forked workers inherit the job: the text is not copied through a pipe.
     context = multiprocessing.get_context("fork")
-    with context.Pool(min(workers, len(pieces)), initializer=_adopt, initargs=(job,)) as pool:
-        rendered = pool.map(_render_piece, range(len(pieces)), chunksize=1)
+    with context.Pool(min(workers, len(parts)), initializer=_adopt, initargs=(job,)) as pool:
+        rendered = pool.map(_render_piece, range(len(parts)), chunksize=1)
     return [row for rows in rendered for row in rows]
+
+
+def piece_count(chars: int, workers: int) -> int:
+    """Pieces for a log of ``chars`` characters: a whole number a worker, each at least
+    :data:`PIECE_CHARS` (so that no worker waits for another's extra piece); 1 for a small log."""
+    per_worker = min(PIECES_PER_WORKER, chars // (PIECE_CHARS * workers))
+    return workers * per_worker if per_worker else max(1, min(workers, chars // PIECE_CHARS))
 
 
 def cut(text: str, kind: str, count: int) -> list[Piece]:

@@ -18,7 +18,7 @@ import pytest
 from harness.oops.corpus import corpus_files
 from harness.oops.detect import Report, detect
 from harness.oops.logtext import log_kind, plain_text
-from harness.oops.scan import cut, detect_rendered
+from harness.oops.scan import PIECE_CHARS, cut, detect_rendered, piece_count
 
 LOGS = Path(__file__).parent / "logs"
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "oops-corpus" / "syzkaller-linux"
@@ -45,7 +45,7 @@ def test_pieces_give_the_whole_logs_reports(big_log: bytes):
     pieces = cut(text, log_kind(text), 60)
     assert len(pieces) > 30, "the log should be cut in many places"
     want = [_whole(report) for report in detect(big_log)]
-    got = detect_rendered(big_log, _whole, workers=2, piece_chars=len(big_log) // 60)
+    got = detect_rendered(big_log, _whole, workers=2, pieces=60)
     assert len(got) == len(want) > 100
     differ = [(w, g) for w, g in zip(want, got, strict=True) if w != g]
     assert not differ, differ[:3]
@@ -55,7 +55,7 @@ def test_a_serial_capture_with_cr_lines_keeps_its_line_numbers(big_log: bytes):
     """Lone CRs add lines that keep the editor's line numbers: a piece reads them too."""
     serial = big_log.replace(b"\n", b"\r\n").replace(b"Call Trace:", b"\rCall Trace:")
     want = [_whole(report) for report in detect(serial)]
-    got = detect_rendered(serial, _whole, workers=2, piece_chars=len(serial) // 40)
+    got = detect_rendered(serial, _whole, workers=2, pieces=40)
     assert got == want
 
 
@@ -63,8 +63,16 @@ def test_kmsg_records_and_small_logs_are_read_in_one_piece():
     log = (LOGS / "null_exit.console").read_bytes()
     assert detect_rendered(log, _whole, workers=4) == [_whole(r) for r in detect(log)]
     records = b"4,1,2000000,-;BUG: kernel NULL pointer dereference, address: 0000000000000000\n"
-    assert detect_rendered(records * 50, _whole, workers=2, piece_chars=100) == \
+    assert detect_rendered(records * 50, _whole, workers=2, pieces=10) == \
         [_whole(r) for r in detect(records * 50)]
+
+
+def test_pieces_are_a_whole_number_a_worker_and_none_too_small():
+    assert piece_count(1_000_000, 2) == 1
+    assert piece_count(3 * PIECE_CHARS, 2) == 2
+    assert piece_count(19 * PIECE_CHARS, 2) == 8
+    assert piece_count(7 * PIECE_CHARS, 3) == 6
+    assert piece_count(100 * PIECE_CHARS, 1) == 4
 
 
 def test_a_log_without_a_report_start_is_one_piece():
