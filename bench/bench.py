@@ -12,7 +12,8 @@ Measured side by side in one run, so ratios hold on a noisy shared machine:
 - getting a clean kernel back: snapshot revert vs reboot;
 - grading throughput (students per minute) with --jobs 1 and 2;
 - the oops parser's throughput on ../shared/oops-corpus (MB/s), and `harness oops --json` as a
-  whole process on the corpus concatenated to 18 MB (MB/s; target >= 20);
+  whole process on the corpus concatenated to 18 MB, with one process and with every CPU, side
+  by side (MB/s; target >= 20);
 - sanitizers: the planted-bug folder's clean control on the stock box and on the debug box side
   by side: its load/unload cycle (ratio debug/stock), what the per-test leak check adds (kmem
   ledger on stock, kmemleak on debug; targets 0.5 s and 2 s), and 20 consecutive runs of the
