@@ -14,6 +14,7 @@ is said.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import shlex
@@ -22,6 +23,9 @@ import signal
 import subprocess
 import tarfile
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -141,23 +145,25 @@ class RootfsBuilder:
                 target = Path(staging) / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
-            argv = [*self.confined_argv(Path(staging)),
-                    "sh", "-c", confined_script(guest_dir, make_command, limits)]
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True)
-            try:
-                archive, errors = proc.communicate(timeout=timeout)
-                status = proc.returncode
-            except subprocess.TimeoutExpired:
-                where = f" ({limit_name})" if limit_name else ""
-                return CompileOutcome(TIMED_OUT, f"build stopped after {timeout:g} s{where}\n",
-                                      {})
-            finally:
-                # Also when something else interrupted the wait (a test's time limit, Ctrl-C):
-                # nothing the Makefile started outlives this call.
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.communicate()
+            with build_user(limits) as uid:
+                argv = [*self.confined_argv(Path(staging)),
+                        "sh", "-c", confined_script(guest_dir, make_command, limits, uid)]
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, start_new_session=True)
+                try:
+                    archive, errors = proc.communicate(timeout=timeout)
+                    status = proc.returncode
+                except subprocess.TimeoutExpired:
+                    where = f" ({limit_name})" if limit_name else ""
+                    return CompileOutcome(TIMED_OUT,
+                                          f"build stopped after {timeout:g} s{where}\n", {})
+                finally:
+                    # Also when something else interrupted the wait (a test's time limit,
+                    # Ctrl-C): nothing the Makefile started outlives this call, nor holds the
+                    # uid the next build takes.
+                    if proc.poll() is None:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.communicate()
         log, outputs, problems = read_build_archive(archive, limits)
         log += errors.decode(errors="replace")
         if problems:
@@ -201,11 +207,12 @@ SOURCES_AT = "/tmp/.harness-sources"
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """What one host build may use. The uid is a real one on this machine, used by nothing
-    else, so RLIMIT_NPROC counts exactly the builds' processes."""
+    """What one host build may use. Its uid is a real one on this machine, used by nothing
+    else and by no other build at the same time (:func:`build_user`), so RLIMIT_NPROC counts
+    exactly this build's processes: a student who takes them all starves no one else."""
 
-    uid: int = 64999
-    processes: int = 128  # for all concurrent builds together (one uid)
+    first_uid: int = 64999  # builds at once take 64999, 64998, ... (BUILD_USERS of them)
+    processes: int = 128  # of one build: each concurrent build is a uid of its own
     cpu_seconds: int = 900  # per process
     memory_bytes: int = 4 << 30  # address space per process
     file_bytes: int = 256 << 20  # largest file
@@ -216,13 +223,62 @@ class SandboxLimits:
     max_stream_bytes: int = 256 << 20  # all that one build sends back (log and outputs)
 
 
-def confined_script(guest_dir: str, make_command: str, limits: SandboxLimits) -> str:
+BUILD_USERS = 16  # builds at once on one machine, each as its own uid
+BUILD_USER_LOCKS = Path("/run/lock/harness-build-users")
+
+
+def build_uids(limits: SandboxLimits) -> list[int]:
+    """The uids builds run as, one a build while it runs."""
+    return list(range(limits.first_uid, limits.first_uid - BUILD_USERS, -1))
+
+
+@contextmanager
+def build_user(limits: SandboxLimits, locks: Path | None = None) -> Iterator[int]:
+    """A uid no other build on this machine holds until this one ends (an advisory lock a
+    uid, held by this process: a crashed grader leaves none behind)."""
+    if locks is None:
+        locks = BUILD_USER_LOCKS if BUILD_USER_LOCKS.parent.is_dir() else \
+            Path(tempfile.gettempdir()) / BUILD_USER_LOCKS.name
+    locks.mkdir(parents=True, exist_ok=True)
+    while True:
+        for uid in build_uids(limits):
+            with open(locks / f"{uid}.lock", "w") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                try:
+                    yield uid
+                finally:
+                    _wait_for_no_process_of(uid)
+                return
+        time.sleep(0.2)  # every uid builds: the next to end frees one
+
+
+def _wait_for_no_process_of(uid: int, deadline_s: float = 10.0) -> None:
+    """The kernel reaps a killed sandbox's processes a moment after it ends: the uid is
+    handed on once they are gone (or after the deadline), so none counts against the next."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end and any(_owner(entry) == uid for entry in os.scandir("/proc")
+                                         if entry.name.isdigit()):
+        time.sleep(0.05)
+
+
+def _owner(entry: os.DirEntry[str]) -> int | None:
+    try:
+        return entry.stat().st_uid
+    except OSError:  # gone meanwhile
+        return None
+
+
+def confined_script(guest_dir: str, make_command: str, limits: SandboxLimits,
+                    uid: int | None = None) -> str:
     """Inside the sandbox, as root: copy the sources, become the build user with its limits
     and make (its output into a root-owned log it cannot replace), kill whatever it left
     running, then write the log and the .ko files (whatever their type: the host takes
     regular files only and names the rest) as tar to stdout."""
     q = shlex.quote
-    uid = limits.uid
+    uid = limits.first_uid if uid is None else uid
     become = (f"setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all "
               f"--bounding-set=-all --no-new-privs "
               f"prlimit --nproc={limits.processes} --cpu={limits.cpu_seconds} "
@@ -234,6 +290,9 @@ def confined_script(guest_dir: str, make_command: str, limits: SandboxLimits) ->
         f"set -u; mkdir -p {LOG_DIR} {q(guest_dir)} && chmod 755 {LOG_DIR} && "
         f"cp -R {SOURCES_AT}/. {q(guest_dir)}/ && chown -R {uid}:{uid} {q(guest_dir)} && "
         f"cd {q(guest_dir)} || exit 90\n"
+        # Out of memory, the kernel kills the build's processes before a VM or the grader
+        # (they inherit the score and, unprivileged, cannot lower it).
+        "echo 1000 > /proc/self/oom_score_adj\n"
         f"{become} sh -c {q(make_command)} </dev/null >{LOG_DIR}/{LOG_NAME} 2>&1\n"
         "status=$?\n"
         f"setpriv --reuid={uid} --regid={uid} --clear-groups kill -KILL -1 2>/dev/null\n"

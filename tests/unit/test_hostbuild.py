@@ -26,7 +26,9 @@ from harness.errors import VMError
 from harness.hostbuild import (
     CompileOutcome,
     RootfsBuilder,
+    SandboxLimits,
     Toolchain,
+    build_user,
     parse_toolchain,
     split_outputs,
 )
@@ -324,3 +326,13 @@ def test_profiling_is_a_make_variable_and_the_build_folder_part_of_the_build_key
     assert profiled == build_key("d", "6.1", "", "/tmp/harness/a-1", profile=True)
 
 
+
+
+def test_builds_at_once_run_as_users_of_their_own(tmp_path):
+    """Each concurrent build is a uid of its own (RLIMIT_NPROC counts a uid's processes), and
+    a uid is handed on once its build has ended."""
+    limits = SandboxLimits()
+    with build_user(limits, tmp_path) as first, build_user(limits, tmp_path) as second:
+        assert first == limits.first_uid and second == limits.first_uid - 1
+    with build_user(limits, tmp_path) as again:
+        assert again == first

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from harness.build import make_command
-from harness.hostbuild import REJECTED, TIMED_OUT, RootfsBuilder, SandboxLimits
+from harness.hostbuild import REJECTED, TIMED_OUT, RootfsBuilder, SandboxLimits, build_uids
+
+# Every uid a build may run as (pgrep -u takes them comma-separated).
+BUILD_UIDS = ",".join(map(str, build_uids(SandboxLimits())))
 
 ROOT = Path(__file__).resolve().parents[2]
 GUEST_DIR = "/tmp/harness/student-0000"
@@ -37,7 +40,7 @@ def release(builder: RootfsBuilder) -> str:
 
 def student(tmp_path: Path, makefile_extra: str) -> Path:
     folder = tmp_path / "student"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / "evil.c").write_text(HELLO_C)
     (folder / "Makefile").write_text(f"obj-m += evil.o\n{makefile_extra}\n")
     return folder
@@ -49,7 +52,7 @@ def build(builder: RootfsBuilder, folder: Path, timeout: float = 120.0):
 
 
 def build_user_processes() -> list[str]:
-    found = subprocess.run(["pgrep", "-a", "-u", str(SandboxLimits().uid)],
+    found = subprocess.run(["pgrep", "-a", "-u", BUILD_UIDS],
                            capture_output=True, text=True)
     return found.stdout.splitlines()
 
@@ -168,3 +171,29 @@ def _free_bytes(path: Path) -> int:
     import shutil
 
     return shutil.disk_usage(path).free
+
+
+def test_one_students_process_hog_does_not_fail_another_students_build(builder, tmp_path):
+    """Two graders' workers build at once (`harness grade --jobs 2`): a build that holds every
+    process it may have must not leave the other build without any."""
+    import threading
+
+    hog_folder = student(tmp_path / "hog", "$(shell for i in $$(seq 1000); do "
+                                           "(sleep 30 >/dev/null 2>&1 &); done; sleep 25)")
+    other = RootfsBuilder(builder.rootfs, tmp_path / "other-worker")
+    hog = threading.Thread(target=build, args=(builder, hog_folder), daemon=True)
+    hog.start()
+    try:
+        time.sleep(8)  # the hog has taken its processes by now
+        outcome = build(other, student(tmp_path / "honest", ""))
+        assert outcome.exit_status == 0, outcome.log[-2000:]
+        assert list(outcome.ko_files) == ["evil.ko"]
+    finally:
+        hog.join(timeout=120)
+    assert build_user_processes_gone() == []
+
+
+def test_the_kernel_kills_a_builds_processes_first_when_memory_runs_out(builder, tmp_path):
+    outcome = build(builder, student(
+        tmp_path, "$(info OOM: $(shell cat /proc/self/oom_score_adj))"))
+    assert "OOM: 1000\n" in outcome.log
