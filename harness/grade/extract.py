@@ -82,13 +82,15 @@ def _extract_zip(archive: Path, target: Path, max_bytes: int, max_files: int) ->
 
 def _extract_tar(archive: Path, target: Path, max_bytes: int, max_files: int) -> None:
     with tarfile.open(archive) as tf:
-        members = tf.getmembers()
-        if len(members) > max_files:
-            raise UnsafeSubmission(f"too many files ({len(members)} > {max_files})")
-        total = sum(m.size for m in members)
-        if total > max_bytes:
-            raise UnsafeSubmission(f"unpacks to {total} bytes, more than the {max_bytes} allowed")
-        for member in members:
+        # Read a header at a time, and stop at the first one over a limit: a small .tar.gz
+        # can hold millions of headers, which tarfile's getmembers() would all keep.
+        total = 0
+        for count, member in enumerate(tf, start=1):
+            if count > max_files:
+                raise UnsafeSubmission(f"too many files (more than {max_files})")
+            total += member.size
+            if total > max_bytes:
+                raise UnsafeSubmission(f"unpacks to more than the {max_bytes} bytes allowed")
             _safe_member(member.name)
             if member.issym() or member.islnk():
                 raise UnsafeSubmission(f"link in the archive: {display_name(member.name)}")
@@ -151,6 +153,10 @@ def extract(submission: Path, target: Path, max_bytes: int = 20 * 2**20,
     target.mkdir(parents=True)
     try:
         name = submission.name  # a link's own name says what kind it is
+        if submission.is_file() and submission.stat().st_size > max_bytes:
+            # An archive's own size bounds what reading its index costs.
+            raise UnsafeSubmission(f"the archive is {submission.stat().st_size} bytes, more "
+                                   f"than the {max_bytes} allowed")
         if submission.is_symlink():
             # The submissions folder is the teacher's: a link in it (a folder assembled from
             # others) is followed; links inside a submission stay confined to it.

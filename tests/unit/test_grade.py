@@ -7,6 +7,7 @@ import io
 import json
 import re
 import tarfile
+import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -301,3 +302,30 @@ def test_a_vm_whose_state_cannot_be_told_is_kept_not_taken_away(tmp_path, monkey
     log = io.StringIO()
     assert _vm_running(tmp_path, log) is True
     assert "cannot tell whether the VM" in log.getvalue() and "not valid YAML" in log.getvalue()
+
+
+def test_a_tar_of_a_million_headers_is_refused_at_the_first_over_the_limit(tmp_path):
+    """A small .tar.gz can hold millions of (identical) headers: reading them all to count
+    them took seconds and hundreds of MB a few hundred thousand; only max_files + 1 are read."""
+    header = tarfile.TarInfo("d/x")
+    archive = _tar(tmp_path / "bomb.tar.gz",
+                   lambda tf: [tf.addfile(header, io.BytesIO(b"")) for _ in range(100_000)])
+    assert archive.stat().st_size < 2 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnsafeSubmission, match=r"too many files \(more than 200\)"):
+            extract(archive, tmp_path / "out")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5 << 20, f"{peak} bytes held while reading the headers"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_archive_larger_than_the_limit_is_refused_unread(tmp_path):
+    archive = _zip(tmp_path / "big.zip", {"m.c": "x"})
+    with open(archive, "ab") as padding:
+        padding.write(b"\0" * (2 << 20))
+    with pytest.raises(UnsafeSubmission, match=r"the archive is \d+ bytes, more than the "
+                                                r"1048576 allowed"):
+        extract(archive, tmp_path / "out", max_bytes=1 << 20)
