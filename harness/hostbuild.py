@@ -33,7 +33,7 @@ from harness.boxbuild import ROOTFS_COMPLETE
 from harness.errors import HarnessError
 from harness.sync import source_files
 from harness.transport import Transport
-from harness.untrusted import capped_list, one_line
+from harness.untrusted import CLEAN_ENV, capped_list, one_line
 
 SANDBOX_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 NO_ROOTFS = "a cloud box has no root filesystem on the host"
@@ -115,14 +115,16 @@ class RootfsBuilder:
         probe = TOOLCHAIN_PROBE.format(release=shlex.quote(release))
         with tempfile.TemporaryDirectory(dir=self.work_root) as scratch:
             done = subprocess.run([*self.sandbox_argv(Path(scratch), "/tmp/probe"),
-                                   "sh", "-c", probe], capture_output=True, text=True, timeout=60)
+                                   "sh", "-c", probe], capture_output=True, text=True, timeout=60,
+                                  env=CLEAN_ENV)
         return parse_toolchain(done.stdout)
 
     def run_tool(self, folder: Path, argv: list[str], timeout: float = 120) -> str:
         """A program of the box (e.g. its gcov) on the files in ``folder``, in the same sandbox
         as the toolchain probe: no network, no capabilities, only ``folder`` writable."""
         done = subprocess.run([*self.sandbox_argv(folder, "/tmp/work"), *argv],
-                              capture_output=True, text=True, timeout=timeout, check=False)
+                              capture_output=True, text=True, timeout=timeout, check=False,
+                              env=CLEAN_ENV)
         if done.returncode != 0:
             raise ToolFailed(f"{argv[0]} exited {done.returncode}: {done.stderr.strip()[-500:]}")
         return done.stdout
@@ -149,7 +151,8 @@ class RootfsBuilder:
                 argv = [*self.confined_argv(Path(staging)),
                         "sh", "-c", confined_script(guest_dir, make_command, limits, uid)]
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, start_new_session=True)
+                                        stderr=subprocess.PIPE, start_new_session=True,
+                                        env=CLEAN_ENV)
                 try:
                     archive, errors = proc.communicate(timeout=timeout)
                     status = proc.returncode

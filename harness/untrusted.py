@@ -11,13 +11,20 @@ them can hold any byte, be of any length and name any path. Three rules, one pla
 - **Paths stay inside.** :func:`confined_file` turns a name from debug information into a file
   of one folder, or nothing: no absolute path, no ``..``, no symbolic link on the way, and
   :func:`read_source_line` reads at most a bounded prefix of it.
+- **Programs reading it see nothing else.** :func:`run_on_untrusted` runs a host program
+  (binutils on a student's ``.ko``) where it sees the host's programs and that one file: no
+  other file, no environment, no network, a minute and 2 GiB at most. A parser bug that the
+  file's author knows how to trigger then reads nothing worth printing into their result.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import shutil
 import stat
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -132,3 +139,65 @@ def read_source_line(path: Path, line: int) -> str | None:
         data = handle.read(MAX_SOURCE_BYTES)
     lines = data.decode("utf-8", errors="surrogateescape").splitlines()
     return visible(lines[line - 1], MAX_SOURCE_LINE) if line <= len(lines) else None
+
+
+# The environment a sandbox is started with: bubblewrap's own process is the sandbox's pid 1,
+# and its /proc/1/environ is readable inside (--clearenv empties only the command's).
+CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
+UNTRUSTED_FILE = "{untrusted file}"  # where the file goes in run_on_untrusted's command line
+_INSIDE = "/untrusted/file"  # its path in the sandbox (its own name is untrusted too)
+_INSIDE_FOLDER = "/untrusted/folder"
+_LIMITS = ["prlimit", f"--as={2 << 30}", "--cpu=60", "--fsize=0", "--core=0", "--"]
+# The host's programs and libraries, read-only, and nothing else of the host.
+_SANDBOX = [
+    "bwrap", "--ro-bind", "/usr", "/usr", "--ro-bind-try", "/lib", "/lib",
+    "--ro-bind-try", "/lib64", "/lib64", "--ro-bind-try", "/bin", "/bin",
+    "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+    "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+    "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
+    "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LC_ALL", "C",
+]
+
+
+@functools.cache
+def sandbox_available() -> bool:
+    """Whether bubblewrap can make :func:`run_on_untrusted`'s sandbox on this host (it needs
+    root or unprivileged user namespaces)."""
+    if shutil.which("bwrap") is None:
+        return False
+    try:
+        return subprocess.run([*_SANDBOX, "true"], capture_output=True, timeout=30,
+                              check=False, env=CLEAN_ENV).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def run_on_untrusted(argv: Sequence[str], file: Path, timeout: float = 60.0) -> str:
+    """The standard output of ``argv`` (with :data:`UNTRUSTED_FILE` for the file) run on a file
+    someone else wrote, confined as the module docstring says; "" when it fails or runs out
+    of time. Without bubblewrap (see :func:`sandbox_available`) only the limits hold."""
+    done = untrusted_process(argv, file, timeout)
+    return done.stdout if done is not None else ""
+
+
+def untrusted_process(argv: Sequence[str], path: Path, timeout: float = 60.0
+                      ) -> subprocess.CompletedProcess[str] | None:
+    """:func:`run_on_untrusted`'s process, whole (None when it ran out of time). ``path`` may
+    be a folder: the program then runs in it, and sees its files only."""
+    inside = _INSIDE
+    where: list[str] = []
+    if path.is_dir():
+        inside, where = _INSIDE_FOLDER, ["--chdir", _INSIDE_FOLDER]
+    sandbox: list[str] = []
+    if sandbox_available():
+        sandbox = [*_SANDBOX, "--ro-bind", str(path), inside, *where]
+    else:
+        inside = str(path)
+    command = [inside if arg == UNTRUSTED_FILE else arg for arg in argv]
+    try:
+        return subprocess.run([*_LIMITS, *sandbox, *command], capture_output=True, text=True,
+                              errors="surrogateescape", timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL, env=CLEAN_ENV,
+                              cwd=path if path.is_dir() and not sandbox else None)
+    except subprocess.TimeoutExpired:
+        return None

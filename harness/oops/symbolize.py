@@ -1,9 +1,10 @@
 """Module frames to source lines: ``func+0xOFF/0xLEN [mod]`` -> ``file.c:LINE`` and the line.
 
 Works on the host, from the .ko (with debug info) that the build copied back, so a crash can be
-symbolized even when it killed the guest: ``objdump -t`` gives the function's section and value,
-``addr2line -i -j SECTION`` the file, line and inlined callers (as ``gdb hello.ko`` +
-``list *(hello_exit+0xc)`` would). Kernel frames keep their names.
+symbolized even when it killed the guest (binutils read the .ko, which its author wrote, in
+:func:`harness.untrusted.run_on_untrusted`'s sandbox): ``objdump -t`` gives the function's
+section and value, ``addr2line -i -j SECTION`` the file, line and inlined callers (as
+``gdb hello.ko`` + ``list *(hello_exit+0xc)`` would). Kernel frames keep their names.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from harness.oops.detect import Frame, Report, parse_frame
-from harness.untrusted import MAX_SOURCE_LINE, find_confined, one_line, read_source_line
+from harness.untrusted import (
+    MAX_SOURCE_LINE,
+    UNTRUSTED_FILE,
+    find_confined,
+    one_line,
+    read_source_line,
+    run_on_untrusted,
+)
 
 # KASAN's history of the object: who allocated it, who freed it (and queued work on it).
 _HISTORY_HEADER = re.compile(r"^(?P<event>Allocated|Freed|Last potentially related work "
@@ -36,8 +44,7 @@ class SourceLocation:
 
 @functools.lru_cache(maxsize=64)
 def _symbols(ko: Path, mtime: float) -> dict[str, tuple[str, int]]:
-    out = subprocess.run(["objdump", "-t", str(ko)], capture_output=True, text=True,
-                         errors="replace", check=False).stdout
+    out = run_on_untrusted(["objdump", "-t", UNTRUSTED_FILE], ko)
     table: dict[str, tuple[str, int]] = {}
     for line in out.splitlines():
         parts = line.split()
@@ -50,8 +57,7 @@ def _symbols(ko: Path, mtime: float) -> dict[str, tuple[str, int]]:
 @functools.lru_cache(maxsize=64)
 def _functions(ko: Path, mtime: float) -> list[tuple[str, int, int, str]]:
     """(section, value, size, name) of every function symbol of ``ko``."""
-    out = subprocess.run(["objdump", "-t", str(ko)], capture_output=True, text=True,
-                         errors="replace", check=False).stdout
+    out = run_on_untrusted(["objdump", "-t", UNTRUSTED_FILE], ko)
     found = []
     for line in out.splitlines():
         parts = line.split()
@@ -78,9 +84,8 @@ def locate(ko: Path, frame: Frame, return_address: bool, source_roots: list[Path
     section, value = symbols[frame.function]
     address = value + frame.offset - (1 if return_address and frame.offset else 0)
     # The module's author wrote the file names in its debug information: any bytes.
-    out = subprocess.run(["addr2line", "-f", "-i", "-e", str(ko), "-j", section, hex(address)],
-                         capture_output=True, text=True, errors="surrogateescape",
-                         check=False).stdout.split("\n")
+    out = run_on_untrusted(["addr2line", "-f", "-i", "-e", UNTRUSTED_FILE, "-j", section,
+                            hex(address)], ko).split("\n")
     locations = []
     for function, where in zip(out[0::2], out[1::2], strict=False):
         file, _, line_text = where.rpartition(":")

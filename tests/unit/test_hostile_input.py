@@ -27,7 +27,15 @@ from harness.kmod import guest_folder_name
 from harness.oops.detect import Frame
 from harness.oops.logtext import unescape
 from harness.oops.symbolize import locate
-from harness.untrusted import confined_file, display_name, one_line, visible
+from harness.untrusted import (
+    UNTRUSTED_FILE,
+    confined_file,
+    display_name,
+    one_line,
+    run_on_untrusted,
+    sandbox_available,
+    visible,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "llist-assignment"
@@ -230,6 +238,33 @@ def test_the_build_folders_own_source_is_still_shown(lying_object):
     found = locate(lying_object / "evil.o", Frame("f5", 4, 0x20, None, 0),
                    return_address=False, source_roots=[lying_object])
     assert found[0].line == 1 and found[0].source == "int f5(int *p) { return *p + 5; }"
+
+
+def test_programs_reading_a_students_file_see_only_that_file(tmp_path, monkeypatch):
+    """binutils parse a student's .ko on the grading host: whatever a crafted file makes them
+    do, they see the host's programs and that file, no other file and no environment."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed here (scripts/setup.sh installs it)")
+    assert sandbox_available()
+    monkeypatch.setenv("HARNESS_TEST_SECRET", SECRET)
+    secret = tmp_path / "grader-secret.txt"
+    secret.write_text(f"{SECRET}\n")
+    student_file = tmp_path / "student.ko"
+    student_file.write_text("the student's bytes\n")
+    assert run_on_untrusted(["cat", UNTRUSTED_FILE], student_file) == "the student's bytes\n"
+    assert run_on_untrusted(["cat", str(secret)], student_file) == ""
+    assert SECRET not in run_on_untrusted(["env"], student_file)
+    assert SECRET not in run_on_untrusted(["cat", "/proc/1/environ"], student_file)
+    assert run_on_untrusted(["ls", "/root", "/home", str(ROOT)], student_file) == ""
+    assert run_on_untrusted(["ls", "/etc"], student_file) == "ld.so.cache\n"
+    assert run_on_untrusted(["cat", "/proc/net/dev"], student_file).count(":") == 1  # lo
+
+
+def test_a_program_reading_a_students_file_that_never_ends_is_stopped(tmp_path):
+    student_file = tmp_path / "student.ko"
+    student_file.write_text("")
+    assert run_on_untrusted(["sh", "-c", "echo started; exec sleep 60"], student_file,
+                            timeout=2) == ""
 
 
 def test_confined_files_are_inside_and_never_through_a_link(tmp_path):

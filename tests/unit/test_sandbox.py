@@ -51,18 +51,19 @@ def build(builder: RootfsBuilder, folder: Path, timeout: float = 120.0):
                            timeout, "time_limits.build_s")
 
 
-def build_user_processes() -> list[str]:
-    found = subprocess.run(["pgrep", "-a", "-u", BUILD_UIDS],
-                           capture_output=True, text=True)
+def build_user_processes(limits: SandboxLimits | None = None) -> list[str]:
+    uids = BUILD_UIDS if limits is None else ",".join(map(str, build_uids(limits)))
+    found = subprocess.run(["pgrep", "-a", "-u", uids], capture_output=True, text=True)
     return found.stdout.splitlines()
 
 
-def build_user_processes_gone(deadline_s: float = 10.0) -> list[str]:
-    """The build user's processes once they are gone, or those still there at the deadline:
+def build_user_processes_gone(limits: SandboxLimits | None = None,
+                              deadline_s: float = 10.0) -> list[str]:
+    """The build users' processes once they are gone, or those still there at the deadline:
     a SIGKILL is delivered at once, but the kernel reaps a killed process tree a moment
     later on a loaded machine."""
     end = time.monotonic() + deadline_s
-    while (left := build_user_processes()) and time.monotonic() < end:
+    while (left := build_user_processes(limits)) and time.monotonic() < end:
         time.sleep(0.1)
     return left
 
@@ -180,8 +181,12 @@ def test_one_students_process_hog_does_not_fail_another_students_build(builder, 
 
     hog_folder = student(tmp_path / "hog", "$(shell for i in $$(seq 1000); do "
                                            "(sleep 30 >/dev/null 2>&1 &); done; sleep 25)")
-    other = RootfsBuilder(builder.rootfs, tmp_path / "other-worker")
-    hog = threading.Thread(target=build, args=(builder, hog_folder), daemon=True)
+    # uids of their own, so that the other sandbox tests (run beside this one by xdist), which
+    # check that no build uid has processes left, do not see the hog's
+    limits = SandboxLimits(first_uid=SandboxLimits().first_uid - 100)
+    first = RootfsBuilder(builder.rootfs, tmp_path / "first-worker", limits)
+    other = RootfsBuilder(builder.rootfs, tmp_path / "other-worker", limits)
+    hog = threading.Thread(target=build, args=(first, hog_folder), daemon=True)
     hog.start()
     try:
         time.sleep(8)  # the hog has taken its processes by now
@@ -190,10 +195,21 @@ def test_one_students_process_hog_does_not_fail_another_students_build(builder, 
         assert list(outcome.ko_files) == ["evil.ko"]
     finally:
         hog.join(timeout=120)
-    assert build_user_processes_gone() == []
+    assert build_user_processes_gone(limits) == []
 
 
 def test_the_kernel_kills_a_builds_processes_first_when_memory_runs_out(builder, tmp_path):
     outcome = build(builder, student(
         tmp_path, "$(info OOM: $(shell cat /proc/self/oom_score_adj))"))
     assert "OOM: 1000\n" in outcome.log
+
+
+def test_the_sandboxes_hold_none_of_the_graders_environment(builder, tmp_path, monkeypatch):
+    """bubblewrap's own process is pid 1 inside and its environ is readable there: it must
+    be started with none of the grader's variables, not only give the command none."""
+    monkeypatch.setenv("HARNESS_TEST_SECRET", "grader-secret-7f3c")
+    seen = builder.run_tool(tmp_path, ["sh", "-c", "cat /proc/1/environ; env"])
+    assert "grader-secret-7f3c" not in seen
+    outcome = build(builder, student(
+        tmp_path, "$(info ENV: $(shell cat /proc/1/environ /proc/self/environ | tr '\\0' ' '))"))
+    assert "ENV: " in outcome.log and "grader-secret-7f3c" not in outcome.log
