@@ -455,8 +455,16 @@ def module_names(result: BuildResult) -> list[str]:
 
 def ko_modinfo(data: bytes) -> dict[str, list[str]]:
     """The ``.modinfo`` section of a .ko (ELF64, little-endian): ``key=value`` strings, read
-    on the host without modinfo (e.g. ``depends``, ``name``, ``vermagic``, ``parm``)."""
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+    on the host without modinfo (e.g. ``depends``, ``name``, ``vermagic``, ``parm``); {} for a
+    file that is no such ELF or whose headers point outside it (its author wrote every byte)."""
+    try:
+        return _modinfo(data)
+    except (struct.error, ValueError, IndexError):
+        return {}
+
+
+def _modinfo(data: bytes) -> dict[str, list[str]]:
+    if data[:4] != b"\x7fELF" or len(data) < 6 or data[4] != 2 or data[5] != 1:
         return {}
     shoff, = struct.unpack_from("<Q", data, 0x28)
     shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)

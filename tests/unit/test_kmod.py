@@ -110,3 +110,15 @@ def test_a_module_name_from_a_hostile_file_name_runs_nothing(tmp_path):
     marker = tmp_path / "ran"
     result, _, span = _run_load_script("true", span_of=f"x$(touch {marker})';touch {marker};'")
     assert result.exit_status == 0 and span == "" and not marker.exists()
+
+
+def test_a_ko_whose_headers_point_outside_it_has_no_modinfo(tmp_path):
+    """A student writes every byte of their .ko: cut short, or with section headers pointing
+    past its end, it is read as having no .modinfo, not as an error of the harness."""
+    (tmp_path / "m.c").write_text(MODINFO_C)
+    subprocess.run(["gcc", "-c", "-o", tmp_path / "m.o", tmp_path / "m.c"], check=True)
+    whole = (tmp_path / "m.o").read_bytes()
+    pointing_out = bytearray(whole)
+    pointing_out[0x28:0x30] = (len(whole) + 4096).to_bytes(8, "little")  # e_shoff
+    for data in (whole[:0x30], whole[:len(whole) // 2], bytes(pointing_out), b"\x7fELF"):
+        assert ko_modinfo(data) == {}
