@@ -27,6 +27,7 @@ from harness.guestnet import (
 from harness.hostbuild import NO_ROOTFS, RootfsBuilder
 from harness.hostexec import HostCommandError, run
 from harness.libvirt import LIBVIRT_URI, virsh
+from harness.untrusted import sandbox_available
 
 APT_INSTALL = "apt-get install -y --no-install-recommends"
 POOL_PATH = "/var/lib/libvirt/images"
@@ -186,6 +187,15 @@ def make_build_check(box: Box) -> Callable[[bool], Check]:
     return check_fast_build
 
 
+def check_untrusted_sandbox(fix: bool) -> Check:
+    if sandbox_available():
+        return Check("sandbox", "ok", "binutils and gcov read modules' files in bubblewrap, "
+                                      "seeing nothing else of the host")
+    return Check("sandbox", "warn", "bubblewrap cannot run here: binutils and gcov read "
+                 "modules' files with time and memory limits only; do not grade untrusted "
+                 "submissions on this host", f"{APT_INSTALL} bubblewrap")
+
+
 def check_accel(fix: bool) -> Check:
     result = accel.probe()
     if result.kvm_works:
@@ -197,7 +207,7 @@ def check_accel(fix: bool) -> Check:
 def run_checks(box: Box, fix: bool = False, with_accel: bool = True) -> list[Check]:
     table: list[Callable[[bool], Check]] = [
         check_vagrant, check_vagrant_libvirt, check_qemu, check_libvirtd, check_network,
-        check_pool, make_box_check(box), make_build_check(box),
+        check_pool, make_box_check(box), make_build_check(box), check_untrusted_sandbox,
     ]
     if with_accel:
         table.append(check_accel)

@@ -357,3 +357,14 @@ def test_a_build_stopped_by_its_limit_is_remembered_for_the_run_but_never_cached
     assert BuildCache(tmp_path).load(build_key("digest", "6.1", "", "/tmp/harness/x-1")) is None
     builder.build(tmp_path, "/tmp/harness/x-1", "digest", timeout=50)  # another limit: again
     assert Slow.calls == 2
+
+
+def test_the_doctor_says_whether_students_files_are_read_in_a_sandbox(monkeypatch):
+    from harness import doctor
+
+    monkeypatch.setattr(doctor, "sandbox_available", lambda: True)
+    assert doctor.check_untrusted_sandbox(False).status == "ok"
+    monkeypatch.setattr(doctor, "sandbox_available", lambda: False)
+    check = doctor.check_untrusted_sandbox(False)
+    assert check.status == "warn" and "do not grade untrusted submissions" in check.detail
+    assert "bubblewrap" in check.fix
