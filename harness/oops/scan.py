@@ -21,7 +21,9 @@ from harness.oops.logtext import SNIFFED_LINES, log_kind, parse, split_lines, wi
 
 PIECE_CHARS = 2_000_000  # a smaller piece costs its worker more than it saves
 PIECES_PER_WORKER = 4  # pieces differ in their reports' density: more than workers evens them
-CUT_WINDOW_LINES = 2000  # searched after a target offset for a line to cut at
+# Searched in turn after a target offset for a line to cut at: most logs have a report start
+# in the first, a sparse one needs the second.
+CUT_WINDOWS_LINES = (250, 4000)
 # What a report above a cut may read below it: its window for a title, and the next line.
 LOOKAHEAD_LINES = MAX_TITLE_LINES + 2
 
@@ -88,10 +90,12 @@ def cut(text: str, kind: str, count: int) -> list[Piece]:
         line = text.find("\n", target) + 1
         if line == 0:
             break
-        window_end = _after_lines(text, line, CUT_WINDOW_LINES)
-        report = first_report_start(parse(without_codes(text[line:window_end]), None, kind))
-        if report is not None:
-            starts.append(_after_lines(text, line, report, ends=False))
+        for window in CUT_WINDOWS_LINES:
+            window_end = _after_lines(text, line, window)
+            report = first_report_start(parse(without_codes(text[line:window_end]), None, kind))
+            if report is not None:
+                starts.append(_after_lines(text, line, report, ends=False))
+                break
     pieces = []
     first_line = 0
     for start, stop in zip(starts, [*starts[1:], len(text)], strict=True):
