@@ -63,15 +63,19 @@ def detect_rendered(data: str | bytes, render: Callable[[Report], str],
     count = piece_count(len(text), workers) if pieces is None else pieces
     # /dev/kmsg records drop continuation lines, so a piece's lines would not be the text's.
     parts = cut(text, kind, count) if workers > 1 and count > 1 and kind != "kmsg" else []
-    if len(parts) < 2:
-        return [render(report)
-                for report in detect_log(parse(without_codes(text), numbers, kind))]
-    job = _Job(text, numbers, kind, parts, render)
-    # Forked workers inherit the job: the text is not copied through a pipe.
-    context = multiprocessing.get_context("fork")
-    with context.Pool(min(workers, len(parts)), initializer=_adopt, initargs=(job,)) as pool:
-        rendered = pool.map(_render_piece, range(len(parts)), chunksize=1)
-    return [row for rows in rendered for row in rows]
+    if len(parts) >= 2:
+        job = _Job(text, numbers, kind, parts, render)
+        # Forked workers inherit the job: the text is not copied through a pipe.
+        context = multiprocessing.get_context("fork")
+        try:
+            pool = context.Pool(min(workers, len(parts)), initializer=_adopt, initargs=(job,))
+        except OSError:  # no process to be had (a process limit): one reads it all
+            pass
+        else:
+            with pool:
+                rendered = pool.map(_render_piece, range(len(parts)), chunksize=1)
+            return [row for rows in rendered for row in rows]
+    return [render(report) for report in detect_log(parse(without_codes(text), numbers, kind))]
 
 
 def piece_count(chars: int, workers: int) -> int:

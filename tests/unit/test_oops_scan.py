@@ -107,3 +107,14 @@ def test_the_command_reads_with_several_processes_alike(tmp_path: Path, big_log:
     assert oops("--jobs", "1").stdout == oops("--jobs", "2").stdout
     bad = oops("--jobs", "0")
     assert bad.returncode == 2 and "give 1 or more" in bad.stderr
+
+
+def test_without_a_process_to_be_had_one_reads_it_all(big_log: bytes, monkeypatch):
+    import multiprocessing.context
+
+    def no_process(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(multiprocessing.context.ForkContext, "Pool", no_process)
+    want = [_whole(report) for report in detect(big_log)]
+    assert detect_rendered(big_log, _whole, workers=2, pieces=8) == want
