@@ -25,7 +25,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -240,8 +240,7 @@ def build_user(limits: SandboxLimits, locks: Path | None = None) -> Iterator[int
     """A uid no other build on this machine holds until this one ends (an advisory lock a
     uid, held by this process: a crashed grader leaves none behind)."""
     if locks is None:
-        locks = BUILD_USER_LOCKS if BUILD_USER_LOCKS.parent.is_dir() else \
-            Path(tempfile.gettempdir()) / BUILD_USER_LOCKS.name
+        locks = _lock_folder()
     locks.mkdir(parents=True, exist_ok=True)
     while True:
         for uid in build_uids(limits):
@@ -256,6 +255,19 @@ def build_user(limits: SandboxLimits, locks: Path | None = None) -> Iterator[int
                     _wait_for_no_process_of(uid)
                 return
         time.sleep(0.2)  # every uid builds: the next to end frees one
+
+
+def _lock_folder() -> Path:
+    """Where the uids' locks are: one folder for the whole machine (the builds of every
+    grader), or one of this user's when that one is not theirs to write."""
+    shared = BUILD_USER_LOCKS
+    if not shared.parent.is_dir():
+        shared = Path(tempfile.gettempdir()) / BUILD_USER_LOCKS.name
+    with suppress(OSError):
+        shared.mkdir(parents=True, exist_ok=True)
+    if os.access(shared, os.W_OK):
+        return shared
+    return Path(tempfile.gettempdir()) / f"{BUILD_USER_LOCKS.name}-{os.getuid()}"
 
 
 def _wait_for_no_process_of(uid: int, deadline_s: float = 10.0) -> None:
