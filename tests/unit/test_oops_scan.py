@@ -118,3 +118,15 @@ def test_without_a_process_to_be_had_one_reads_it_all(big_log: bytes, monkeypatc
     monkeypatch.setattr(multiprocessing.context.ForkContext, "Pool", no_process)
     want = [_whole(report) for report in detect(big_log)]
     assert detect_rendered(big_log, _whole, workers=2, pieces=8) == want
+
+
+def test_a_system_logs_pieces_are_read_as_system_lines(big_log: bytes):
+    """journalctl -k's lines: every piece is read with the whole log's kind, which only its
+    first lines tell."""
+    lines = big_log.split(b"\n")
+    journal = b"\n".join(b"Dec  5 21:36:%02d guest kernel: " % (n % 60) + line
+                         for n, line in enumerate(lines))
+    assert log_kind(plain_text(journal)[0]) == "system"
+    want = [_whole(report) for report in detect(journal)]
+    assert len(want) > 100
+    assert detect_rendered(journal, _whole, workers=2, pieces=20) == want
