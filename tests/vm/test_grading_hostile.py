@@ -18,6 +18,7 @@ Every class has its own cases, each with its exact outcome:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import secrets
@@ -138,6 +139,16 @@ def make_submissions(folder: Path, secret_file: Path) -> dict[str, float | None]
     (flood / "Makefile").write_text(
         "$(shell yes 'flooding the build log' | head -c 50000000 >&2)\nobj-m += llist.o\n")
     expected |= {"control_chars": 10, "log_flood": 10}
+    # Resources: a Makefile that takes every process its build may have (only its own build
+    # fails; the students after it build as before), and a small archive of 100,000 headers.
+    hog = _copy(CORRECT, folder / "process_hog")
+    (hog / "Makefile").write_text("$(shell for i in $$(seq 300); do "
+                                  "(sleep 120 >/dev/null 2>&1 &); done)\nobj-m += llist.o\n")
+    with tarfile.open(folder / "header_bomb.tar.gz", "w:gz") as bomb:
+        header = tarfile.TarInfo("llist/x")
+        for _ in range(100_000):
+            bomb.addfile(header, io.BytesIO(b""))
+    expected |= {"process_hog": 0, "header_bomb": None}
     # The kmem ledger switched off while leaking: off and on again, and left off.
     for name, before, after in (
             ("ledger_off_and_on", '\tledger("0");\n', '\tledger("1");\n'),
@@ -221,6 +232,16 @@ def test_unreadable_submissions_are_rejected_with_the_reason(hostile):
     assert rows["inner_name"]["reason"] == (
         "a file name that is not valid UTF-8 or holds control characters: notes\\xff.txt "
         "(rename the file)")
+    assert rows["header_bomb"]["reason"] == "too many files (more than 100)"  # the spec's limit
+
+
+def test_a_build_that_takes_every_process_fails_only_itself(hostile):
+    """Its own build cannot fork; everyone graded after it scores as expected (the first test),
+    its processes having died with its build."""
+    _, out, _, _ = hostile
+    messages = " ".join(t["message"] for t in _result(out, "process_hog")["tests"])
+    assert "Cannot fork" in messages or "Resource temporarily unavailable" in messages, \
+        messages[-2000:]
 
 
 def test_outputs_stay_valid_and_bounded(hostile):
