@@ -35,7 +35,7 @@ from harness.sync import source_files
 from harness.transport import Transport
 from harness.untrusted import CLEAN_ENV, capped_list, one_line
 
-SANDBOX_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+SANDBOX_PATH = CLEAN_ENV["PATH"]
 NO_ROOTFS = "a cloud box has no root filesystem on the host"
 
 
@@ -286,14 +286,12 @@ def _owner(entry: os.DirEntry[str]) -> int | None:
         return None
 
 
-def confined_script(guest_dir: str, make_command: str, limits: SandboxLimits,
-                    uid: int | None = None) -> str:
+def confined_script(guest_dir: str, make_command: str, limits: SandboxLimits, uid: int) -> str:
     """Inside the sandbox, as root: copy the sources, become the build user with its limits
     and make (its output into a root-owned log it cannot replace), kill whatever it left
     running, then write the log and the .ko files (whatever their type: the host takes
-    regular files only and names the rest) as tar to stdout."""
+    regular files only and names the rest) as tar to stdout. ``uid``: :func:`build_user`'s."""
     q = shlex.quote
-    uid = limits.first_uid if uid is None else uid
     become = (f"setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all "
               f"--bounding-set=-all --no-new-privs "
               f"prlimit --nproc={limits.processes} --cpu={limits.cpu_seconds} "

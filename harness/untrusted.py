@@ -184,10 +184,8 @@ def untrusted_process(argv: Sequence[str], path: Path, timeout: float = 60.0
                       ) -> subprocess.CompletedProcess[str] | None:
     """:func:`run_on_untrusted`'s process, whole (None when it ran out of time). ``path`` may
     be a folder: the program then runs in it, and sees its files only."""
-    inside = _INSIDE
-    where: list[str] = []
-    if path.is_dir():
-        inside, where = _INSIDE_FOLDER, ["--chdir", _INSIDE_FOLDER]
+    folder = path.is_dir()
+    inside, where = (_INSIDE_FOLDER, ["--chdir", _INSIDE_FOLDER]) if folder else (_INSIDE, [])
     sandbox: list[str] = []
     if sandbox_available():
         sandbox = [*_SANDBOX, "--ro-bind", str(path), inside, *where]
@@ -198,6 +196,6 @@ def untrusted_process(argv: Sequence[str], path: Path, timeout: float = 60.0
         return subprocess.run([*_LIMITS, *sandbox, *command], capture_output=True, text=True,
                               errors="surrogateescape", timeout=timeout, check=False,
                               stdin=subprocess.DEVNULL, env=CLEAN_ENV,
-                              cwd=path if path.is_dir() and not sandbox else None)
+                              cwd=path if folder and not sandbox else None)
     except subprocess.TimeoutExpired:
         return None

@@ -153,10 +153,11 @@ def extract(submission: Path, target: Path, max_bytes: int = 20 * 2**20,
     target.mkdir(parents=True)
     try:
         name = submission.name  # a link's own name says what kind it is
-        if submission.is_file() and submission.stat().st_size > max_bytes:
+        size = submission.stat().st_size if submission.is_file() else 0
+        if size > max_bytes:
             # An archive's own size bounds what reading its index costs.
-            raise UnsafeSubmission(f"the archive is {submission.stat().st_size} bytes, more "
-                                   f"than the {max_bytes} allowed")
+            raise UnsafeSubmission(f"the archive is {size} bytes, more than the {max_bytes} "
+                                   "allowed")
         if submission.is_symlink():
             # The submissions folder is the teacher's: a link in it (a folder assembled from
             # others) is followed; links inside a submission stay confined to it.

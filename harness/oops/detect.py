@@ -240,8 +240,7 @@ def _title_text(log: Log, block: _Block) -> str:
     # Another task's report starting meanwhile does not end this one's.
     last = min(len(log.texts), header + MAX_TITLE_LINES)
     everyone = last  # from here on (an all-CPU backtrace), every CPU's lines are kept too
-    found = log.text.find(_CPU_TRACEBACK, log.starts[header], log.starts[last - 1]
-                          + len(log.texts[last - 1]))
+    found = log.text.find(_CPU_TRACEBACK, *log.bounds(header, last - 1))
     if found >= 0:
         everyone = log.line_at(found)
     # The lines kept, found in the log's index of each caller's lines: a report's window
@@ -253,8 +252,7 @@ def _title_text(log: Log, block: _Block) -> str:
         if cpu != context:
             kept += _lines_in(by_context[cpu], everyone, last)
     kept.sort()
-    texts = list(map(log.texts.__getitem__, kept))
-    text = "\n".join(texts)
+    text = "\n".join(map(log.texts.__getitem__, kept))
     return _UNRELIABLE_LINE.sub("", text) if _UNRELIABLE in text else text
 
 

@@ -141,8 +141,7 @@ def _render_piece(number: int) -> list[str]:
     numbers: Sequence[int] = (job.numbers[piece.first_line:piece.first_line + lines]
                               if job.numbers is not None
                               else range(piece.first_line + 1, piece.first_line + lines + 1))
-    owned = job.text.count("\n", piece.start, piece.stop)
-    if piece.stop == len(job.text):
-        owned = lines
+    last = piece.stop == len(job.text)  # it owns every report to the log's end
+    owned = None if last else job.text.count("\n", piece.start, piece.stop)
     log = parse(without_codes(text), numbers, job.kind)
     return [job.render(report) for report in detect_log(log, owned)]

@@ -43,27 +43,27 @@ class SourceLocation:
 
 
 @functools.lru_cache(maxsize=64)
-def _symbols(ko: Path, mtime: float) -> dict[str, tuple[str, int]]:
+def _function_symbol_lines(ko: Path, mtime: float) -> list[list[str]]:
+    """``objdump -t``'s function symbols of ``ko``, split in fields: VALUE FLAGS... SECTION
+    SIZE NAME (run once a file version, for both tables below)."""
     out = run_on_untrusted(["objdump", "-t", UNTRUSTED_FILE], ko)
+    return [parts for line in out.splitlines()
+            if " F " in line and len(parts := line.split()) >= 5]
+
+
+@functools.lru_cache(maxsize=64)
+def _symbols(ko: Path, mtime: float) -> dict[str, tuple[str, int]]:
     table: dict[str, tuple[str, int]] = {}
-    for line in out.splitlines():
-        parts = line.split()
-        # VALUE FLAGS... SECTION SIZE NAME ; function symbols carry the F flag
-        if len(parts) >= 5 and " F " in line:
-            table.setdefault(parts[-1], (parts[-3], int(parts[0], 16)))
+    for parts in _function_symbol_lines(ko, mtime):
+        table.setdefault(parts[-1], (parts[-3], int(parts[0], 16)))
     return table
 
 
 @functools.lru_cache(maxsize=64)
 def _functions(ko: Path, mtime: float) -> list[tuple[str, int, int, str]]:
     """(section, value, size, name) of every function symbol of ``ko``."""
-    out = run_on_untrusted(["objdump", "-t", UNTRUSTED_FILE], ko)
-    found = []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) >= 5 and " F " in line:
-            found.append((parts[-3], int(parts[0], 16), int(parts[-2], 16), parts[-1]))
-    return found
+    return [(parts[-3], int(parts[0], 16), int(parts[-2], 16), parts[-1])
+            for parts in _function_symbol_lines(ko, mtime)]
 
 
 def function_at(ko: Path, section: str, offset: int) -> tuple[str, int] | None:
